@@ -1,0 +1,15 @@
+/**
+ * nested-learning: continual LoRA fine-tuning of causal language models with Nested Learning's
+ * multi-frequency parameter tiers, on TensorFlow.js.
+ */
+export * from './errors.js';
+export * from './logger.js';
+export * from './backend/index.js';
+export * from './io/index.js';
+export * from './config/index.js';
+export * from './scheduler/index.js';
+export * from './optimizer/index.js';
+export * from './model/index.js';
+export * from './adapters/index.js';
+export * from './data/index.js';
+export * from './trainer/index.js';
