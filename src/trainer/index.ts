@@ -1,1 +1,2 @@
-export {};
+export * from './lr-schedule.js';
+export * from './events.js';
