@@ -12,7 +12,7 @@ import { stat } from 'node:fs/promises';
 
 import { FileFormatError } from '../errors.js';
 
-/** What to do with a line that is not valid JSON (or not an object, with `objectsOnly`). */
+/** Handling of a line that is not valid JSON (or not an object, with `objectsOnly`). */
 export type InvalidLinePolicy = 'error' | 'skip';
 
 /** Options of {@link readJsonlLines}. */
