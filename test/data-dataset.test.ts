@@ -121,10 +121,17 @@ describe('completions format', () => {
     expect(sample.targetMask).toEqual([0, 0, 0, 1, 1, 1, 1]);
     expect(sample.format).toBe('completions');
 
-    const batch = makeBatch(dataset.samples, { padTokenId: llamaPlain.padTokenId });
-    // Position t predicts token t + 1, so positions 2..5 count: Ġin, Ġthe, Ġhat, EOS.
-    expect(Array.from(batch.lossMask)).toEqual([0, 0, 1, 1, 1, 1, 0]);
-    expect(batch.tokenCount).toBe(4);
+    // A longer second row makes row 0 end in padding, and the padding id is the EOS id.
+    const longer = {
+      inputIds: [BOS, THE, SPACE_CAT, SPACE_IN, SPACE_THE, SPACE_HAT, SPACE_CAT, SPACE_CAT, EOS],
+      targetMask: [0, 0, 0, 1, 1, 1, 1, 1, 1],
+    };
+    expect(llamaPlain.padTokenId).toBe(EOS);
+    const batch = makeBatch([sample, longer], { padTokenId: llamaPlain.padTokenId });
+    // Position t predicts token t + 1, so positions 2..5 of row 0 count: Ġin, Ġthe, Ġhat, EOS.
+    expect(Array.from(batch.labels.slice(0, 9))).toEqual([THE, SPACE_CAT, SPACE_IN, SPACE_THE, SPACE_HAT, EOS, EOS, EOS, EOS]);
+    expect(Array.from(batch.lossMask.slice(0, 9))).toEqual([0, 0, 1, 1, 1, 1, 0, 0, 0]);
+    expect(batch.tokenCount).toBe(4 + 6);
   });
 
   it('targets a token that spans the boundary', async () => {

@@ -207,7 +207,8 @@ function resolveOptions(options: LoadDatasetOptions): ResolvedOptions {
   if (!Number.isInteger(maxSeqLength) || maxSeqLength < 2) {
     throw new ArgumentError(
       'DATASET_OPTION_INVALID',
-      `Invalid maxSeqLength ${String(maxSeqLength)}; expected an integer of at least 2 (a sample needs a token to predict from and one to predict).`,
+      `Invalid maxSeqLength ${String(maxSeqLength)}; expected an integer of at least 2, ` +
+        'because a sample needs one token to predict from and one to predict.',
       { details: { maxSeqLength } },
     );
   }
@@ -222,7 +223,8 @@ function resolveOptions(options: LoadDatasetOptions): ResolvedOptions {
   if (promptField === completionField || promptField === '' || completionField === '') {
     throw new ArgumentError(
       'DATASET_OPTION_INVALID',
-      `Invalid promptField ${JSON.stringify(promptField)} and completionField ${JSON.stringify(completionField)}; they must be two different non-empty names.`,
+      `Invalid promptField ${JSON.stringify(promptField)} and completionField ${JSON.stringify(completionField)}; ` +
+        'they must be two different non-empty names.',
       { details: { promptField, completionField } },
     );
   }
