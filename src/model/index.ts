@@ -1,1 +1,3 @@
 export {};
+export * from './hf-config.js';
+export * from './checkpoint.js';
