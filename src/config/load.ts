@@ -1,0 +1,133 @@
+/**
+ * Reading configuration files: JSON (`.json`) and YAML (`.yaml`, `.yml`), chosen by extension.
+ *
+ * YAML is read as YAML 1.2 (core schema), so `1e-5` is a number, `yes` is a string, and a
+ * duplicated key is an error. Every failure is a {@link ConfigError} with code
+ * `CONFIG_FILE_INVALID` and `details.reason`.
+ */
+import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+
+import { ConfigError } from '../errors.js';
+import type { ConfigSource } from './keys.js';
+import { formatValue, isPlainObject } from './values.js';
+
+/** Why a configuration file could not be read. */
+export type ConfigFileFailure = 'not_found' | 'read_failed' | 'unsupported_extension' | 'syntax' | 'not_an_object';
+
+/** The parsed top-level object of a configuration file, and how to find a value's line in it. */
+export interface ConfigFileContent {
+  values: Record<string, unknown>;
+  source: ConfigSource;
+}
+
+const JSON_EXTENSIONS = new Set(['.json']);
+const YAML_EXTENSIONS = new Set(['.yaml', '.yml']);
+
+/** Reads and parses a configuration file into its top-level object. */
+export async function readConfigFile(path: string): Promise<ConfigFileContent> {
+  const extension = extname(path).toLowerCase();
+  if (!JSON_EXTENSIONS.has(extension) && !YAML_EXTENSIONS.has(extension)) {
+    throw fileError(
+      'unsupported_extension',
+      path,
+      `Config file ${path} has the extension "${extension}", which is not supported. Use .json, .yaml or .yml.`,
+    );
+  }
+
+  const text = stripByteOrderMark(await readText(path));
+  const values = JSON_EXTENSIONS.has(extension) ? parseJson(path, text) : parseYaml(path, text);
+  if (!isPlainObject(values)) {
+    throw fileError(
+      'not_an_object',
+      path,
+      `Config file ${path} must contain an object of options at the top level, but it contains ${formatValue(values)}.`,
+    );
+  }
+  return { values, source: { file: path, locate: lineLocator(text) } };
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw fileError('not_found', path, `Config file not found: ${path}. Check the path and the working directory.`, error);
+    }
+    throw fileError('read_failed', path, `Failed to read config file ${path}: ${(error as Error).message}.`, error);
+  }
+}
+
+function parseJson(path: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    const position = /at position (\d+)/.exec((error as Error).message);
+    const where = position === null ? {} : linePosition(text, Number(position[1]));
+    const at = where.line === undefined ? '' : ` at line ${where.line}, column ${where.column}`;
+    throw fileError('syntax', path, `Config file ${path} is not valid JSON${at}: ${(error as Error).message}.`, error, where);
+  }
+}
+
+function parseYaml(path: string, text: string): unknown {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter });
+  const [first] = document.errors;
+  if (first !== undefined) {
+    const start = first.linePos?.[0];
+    const where = start === undefined ? {} : { line: start.line, column: start.col };
+    // The library's message ends with a copy of the offending lines; the first line says it all.
+    const summary = first.message.split('\n')[0] ?? first.message;
+    const more = document.errors.length > 1 ? ` (and ${document.errors.length - 1} more)` : '';
+    throw fileError('syntax', path, `Config file ${path} is not valid YAML: ${summary}${more}.`, first, where);
+  }
+  return document.toJS();
+}
+
+/**
+ * Returns a function that finds the 1-based line of a value by its path. JSON is a subset of YAML
+ * 1.2, so the YAML parser locates values in both kinds of file.
+ */
+function lineLocator(text: string): (path: readonly (string | number)[]) => number | undefined {
+  let parsed: { document: Document; lineCounter: LineCounter } | undefined;
+  return (path) => {
+    if (parsed === undefined) {
+      const lineCounter = new LineCounter();
+      parsed = { document: parseDocument(text, { lineCounter }), lineCounter };
+    }
+    if (parsed.document.errors.length > 0) {
+      return undefined;
+    }
+    const node = parsed.document.getIn(path, true) as { range?: [number, number, number] } | undefined;
+    if (node?.range === undefined) {
+      return undefined;
+    }
+    return parsed.lineCounter.linePos(node.range[0]).line;
+  };
+}
+
+function linePosition(text: string, offset: number): { line?: number; column?: number } {
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  const column = offset - before.lastIndexOf('\n');
+  return { line, column };
+}
+
+function stripByteOrderMark(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+function fileError(
+  reason: ConfigFileFailure,
+  path: string,
+  message: string,
+  cause?: unknown,
+  where: { line?: number; column?: number } = {},
+): ConfigError {
+  return new ConfigError('CONFIG_FILE_INVALID', message, {
+    ...(cause === undefined ? {} : { cause }),
+    details: { path, reason, ...where },
+  });
+}
