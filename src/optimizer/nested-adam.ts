@@ -296,6 +296,9 @@ export class NestedAdam extends tf.Optimizer {
    * Returns the options as a tfjs config, which {@link NestedAdam.fromConfig} turns back into an
    * equal optimizer. The logger is not part of it.
    *
+   * In the config's `tierMap`, `%` and `_` in variable names are percent-encoded (`%25`, `%5F`),
+   * because tfjs-layers converts snake_case keys to camelCase when it loads a saved training config.
+   *
    * NOTE: a function learning rate cannot be serialised; the config records the number it returns
    * for the next step.
    */
@@ -308,7 +311,7 @@ export class NestedAdam extends tf.Optimizer {
       epsilon,
       weightDecay,
       tiers: tiers.map((tier) => ({ ...tier })),
-      tierMap: tierMap === null ? null : Object.fromEntries(tierMap),
+      tierMap: tierMap === null ? null : Object.fromEntries([...tierMap].map(([name, tier]) => [encodeConfigName(name), tier])),
       inactiveGradients,
       unmappedTier,
     };
@@ -320,7 +323,11 @@ export class NestedAdam extends tf.Optimizer {
     config: tf.serialization.ConfigDict,
   ): T {
     const { tierMap, ...rest } = config;
-    return new cls({ ...rest, ...(tierMap === null || tierMap === undefined ? {} : { tierMap }) });
+    if (tierMap === null || tierMap === undefined || typeof tierMap !== 'object' || Array.isArray(tierMap)) {
+      return new cls({ ...rest, ...(tierMap === null || tierMap === undefined ? {} : { tierMap }) });
+    }
+    const decoded = Object.fromEntries(Object.entries(tierMap).map(([name, tier]) => [decodeConfigName(name), tier]));
+    return new cls({ ...rest, tierMap: decoded });
   }
 
   /** Disposes every slot variable and every tensor returned by {@link getWeights}. */
@@ -675,6 +682,15 @@ function presenceMask(entries: readonly SlotEntry[], present: readonly boolean[]
 
 function assignMasked(target: tf.Variable, value: tf.Tensor, mask: tf.Tensor | null): void {
   target.assign(mask === null ? value : tf.where(mask, value, target));
+}
+
+/** Percent-encodes `%` and `_`, so that a name has no underscore for tfjs-layers to camel-case. */
+function encodeConfigName(name: string): string {
+  return name.replace(/%/g, '%25').replace(/_/g, '%5F');
+}
+
+function decodeConfigName(name: string): string {
+  return name.replace(/%(25|5F)/g, (escape) => (escape === '%25' ? '%' : '_'));
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
