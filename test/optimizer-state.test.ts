@@ -263,6 +263,13 @@ describe('NestedAdam state contents', () => {
     expect(weights.every((weight) => weight.tensor.isDisposed)).toBe(true);
     expect(second.some((weight) => weight.tensor.isDisposed)).toBe(false);
 
+    // Its own weights restore into it unchanged.
+    const firstMoment = second[1]?.tensor.dataSync().slice();
+    await optimizer.setWeights(second);
+    const third = await optimizer.getWeights();
+    expect(third[1]?.tensor.dataSync()).toEqual(firstMoment);
+    expect(optimizer.step).toBe(3);
+
     optimizer.dispose();
     tf.dispose(variables);
     expect(tf.memory().numTensors).toBe(before);

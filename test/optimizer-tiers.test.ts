@@ -40,7 +40,7 @@ function makeParameters(prefix: string): Parameter[] {
   return parameters;
 }
 
-/** The gradient of parameter `index` at `step`, rounded to float32 so that both sides use the same values. */
+/** Returns the gradient of parameter `index` at `step`, rounded to float32 so that both sides use the same values. */
 function gradientValues(step: number, index: number, size: number): Float32Array {
   const values = new Float32Array(size);
   for (let i = 0; i < size; i++) {
@@ -232,7 +232,12 @@ describe.each(['cpu', 'wasm'] as const)('NestedAdam tiers [1, 2, 4] on %s', (bac
         optimizer.setLearningRate(0.005);
       }
     });
-    const learningRateAt = (step: number): number => (step < 4 ? 0.01 : step < 7 ? 0.03 / step : 0.005);
+    const learningRateAt = (step: number): number => {
+      if (step < 4) {
+        return 0.01;
+      }
+      return step < 7 ? 0.03 / step : 0.005;
+    };
     const tiers = [1, 2, 4].map((frequency) => ({ frequency, learningRateScale: 1, weightDecay: 0.05 }));
     const expected = referenceRun(parameters, 8, { ...options, learningRateAt, tiers, inactiveGradients: 'accumulate' });
 
@@ -390,7 +395,7 @@ describe('NestedAdam hand-worked steps', () => {
     const variable = tf.tidy(() => tf.variable(tf.tensor1d([1, 1]), true, 'accum/w'));
     const optimizer = new NestedAdam({ tierUpdateFrequencies: [1, 4], tierMap: { 'accum/w': 1 } });
 
-    // Steps 1 to 3 are inactive for a tier of frequency 4: accum = 0.5 + 1 + 1.5 = 3 and -3.
+    // Steps 1 to 3 are inactive for a tier of frequency 4: accum = [0.5 + 1 + 1.5, -1 - 2 - 3] = [3, -6].
     for (const scale of [1, 2, 3]) {
       const gradient = tf.tensor1d([0.5 * scale, -1 * scale]);
       optimizer.applyGradients({ 'accum/w': gradient });

@@ -30,7 +30,7 @@ export interface TierStats {
   frequency: number;
   /** Updates the tier has taken. */
   updateCount: number;
-  /** Parameters (variables) for which the optimizer holds slots in this tier. */
+  /** Parameters (variables) that have optimizer slots in this tier. */
   parameterCount: number;
   /** Scalar elements over those parameters. */
   elementCount: number;
@@ -109,16 +109,16 @@ export class NestedAdam extends tf.Optimizer {
 
   /**
    * Takes one optimizer step. Active tiers take an AdamW step, and inactive tiers sum or discard
-   * their gradients as `inactiveGradients` says.
+   * their gradients as `inactiveGradients` sets.
    *
    * A variable whose gradient is missing or `null` takes no part in the step: its weight, moments
    * and accumulated gradient stay unchanged. Gradients are not disposed.
    */
   override applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
-    const gradients = collectGradients(variableGradients);
-    const variables = this.prepareVariables(gradients);
     const step = this.stepCount + 1;
     const learningRate = this.learningRateAt(step);
+    const gradients = collectGradients(variableGradients);
+    const variables = this.prepareVariables(gradients);
     const activeTiers = this.options.tiers.map((tier) => isTierActive(step, tier.frequency));
 
     tf.tidy(() => {
@@ -259,7 +259,6 @@ export class NestedAdam extends tf.Optimizer {
    * slots by name in any order. Tier update counts follow from the iteration count.
    */
   override async setWeights(weightValues: NamedTensor[]): Promise<void> {
-    this.disposeExportedWeights();
     const [iteration, ...slotWeights] = weightValues;
     if (iteration === undefined || iteration.name !== 'iter') {
       throw new ShapeError(
@@ -290,6 +289,8 @@ export class NestedAdam extends tf.Optimizer {
       hyperparameters: this.hyperparameters(),
       tensors,
     });
+    // Disposed only now, because `weightValues` may be this optimizer's own getWeights() result.
+    this.disposeExportedWeights();
   }
 
   /**
@@ -402,7 +403,7 @@ export class NestedAdam extends tf.Optimizer {
           );
         }
         newByTier[tier]?.push({ name, shape: variable.shape });
-      } else if (slots.entryOf(name)?.size !== variable.size) {
+      } else if (!sameShape(slots.entryOf(name)?.shape ?? [], variable.shape)) {
         throw new ShapeError(
           'OPTIMIZER_VARIABLE_SHAPE_CHANGED',
           `Variable "${name}" now has shape [${variable.shape}], which differs from the shape its optimizer slots ` +
@@ -669,7 +670,7 @@ function gatherFlat(entries: readonly SlotEntry[], gradients: Map<string, tf.Ten
   );
 }
 
-/** A flat bool tensor that is true over the elements of the entries that have a gradient. */
+/** Builds a flat bool tensor that is true over the elements of the entries that have a gradient. */
 function presenceMask(entries: readonly SlotEntry[], present: readonly boolean[], size: number): tf.Tensor {
   const mask = new Uint8Array(size);
   entries.forEach((entry, index) => {

@@ -14,7 +14,7 @@ import type { TierMap, TierMapLike } from '../scheduler/types.js';
 export type LearningRate = number | ((step: number) => number);
 
 /**
- * What an inactive tier does with the gradients it receives.
+ * The handling of the gradients that an inactive tier receives.
  *
  * - `accumulate`: sum them until the tier's next update and apply the sum plus that step's gradient.
  * - `mean`: the same sum divided by the window length (the tier's frequency).
@@ -86,7 +86,7 @@ export interface NestedAdamOptions {
    */
   tierMap?: TierMapLike;
   /**
-   * What inactive tiers do with their gradients: `accumulate`, `mean` or `drop`.
+   * Handling of the gradients of inactive tiers: `accumulate`, `mean` or `drop`.
    * @default 'accumulate'
    */
   inactiveGradients?: InactiveGradients;
@@ -332,7 +332,12 @@ function checkNumber(field: string, value: unknown, range: NumberRange): number 
 }
 
 function describeRange(range: NumberRange): string {
-  const lower = range.min !== undefined ? `[${range.min}` : range.minExclusive !== undefined ? `(${range.minExclusive}` : '(-Infinity';
+  let lower = '(-Infinity';
+  if (range.min !== undefined) {
+    lower = `[${range.min}`;
+  } else if (range.minExclusive !== undefined) {
+    lower = `(${range.minExclusive}`;
+  }
   const upper = range.maxExclusive !== undefined ? `${range.maxExclusive})` : 'Infinity)';
   return `a finite number in ${lower}, ${upper}`;
 }

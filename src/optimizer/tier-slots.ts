@@ -4,7 +4,7 @@
  * A tier keeps the first moments, the second moments and (when it accumulates) the gradient
  * accumulator of all its parameters in one 1-D variable each, laid out parameter after parameter.
  * An update then runs the AdamW math once over the whole tier instead of once per parameter,
- * which removes most of the per-operation overhead of tfjs when a tier holds hundreds of small
+ * which removes most of the per-operation overhead of tfjs when a tier contains hundreds of small
  * LoRA matrices.
  */
 import * as tf from '@tensorflow/tfjs';
