@@ -16,7 +16,7 @@ import {
   type PresetName,
 } from '../src/config/index.js';
 
-/** Where the generated page lives. */
+/** Path of the generated page. */
 export const CONFIG_DOCS_PATH = fileURLToPath(new URL('../docs/configuration.md', import.meta.url));
 
 /** A configuration file in the style of the Python original, shown in the docs and parsed by the docs test. */

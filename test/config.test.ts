@@ -18,7 +18,7 @@ function issuesOf(input: unknown): ConfigIssue[] {
   return failure(input).details.issues as ConfigIssue[];
 }
 
-/** The message lines that list problems. */
+/** Returns the lines of the error message that list the problems. */
 function problemLines(input: unknown): string[] {
   return failure(input).message.split('\n').slice(1);
 }

@@ -3,8 +3,8 @@
  *
  * Keys may be camelCase or the snake_case names of the Python original (`tier_update_frequencies`,
  * `lora_rank`, ...). Number options also accept strings that are complete decimal literals, such
- * as `"1e-5"` or `"8"`, because YAML 1.1 writers and environment variables produce them; `""`,
- * `" 8"`, `"0x10"` and `"NaN"` are errors, never 0 or NaN.
+ * as `"1e-5"` or `"8"`, because YAML 1.1 writers and environment variables produce them. Other
+ * strings, such as `""`, `" 8"`, `"0x10"` and `"NaN"`, are errors and never become 0 or NaN.
  */
 import { ConfigError } from '../errors.js';
 import {
@@ -83,7 +83,8 @@ function safeParse(input: unknown): ConfigParseResult {
  *
  * Throws a ConfigError with code `CONFIG_FILE_INVALID` when the file is missing, unreadable, has
  * another extension, has a syntax error (the message gives the line and column) or is not an
- * object; and with code `CONFIG_INVALID` when an option is invalid (each problem with its line).
+ * object. Throws one with code `CONFIG_INVALID` when options are invalid, listing each problem
+ * with its line.
  */
 async function fromFile(path: string, options: FromFileOptions = {}): Promise<NestedLearningConfig> {
   const content = await readConfigFile(path);

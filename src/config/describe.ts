@@ -9,7 +9,7 @@ import { configObjectSchema, configSections, type ConfigFieldName } from './sche
 import { FIELD_JSON_SCHEMAS } from './validate.js';
 import { describeTypeForDocs, type JsonSchemaNode } from './values.js';
 
-/** What the documentation says about one option. */
+/** Documentation of one option. */
 export interface ConfigFieldInfo {
   /** camelCase name. */
   name: ConfigFieldName;

@@ -35,7 +35,7 @@ const FIELD_BY_KEY: ReadonlyMap<string, ConfigFieldName> = new Map<string, Confi
   ...Object.entries(CONFIG_KEY_ALIASES),
 ]);
 
-/** Where a set of options came from, so issues can name the file and line. */
+/** Origin of a set of options, so issues can name the file and line. */
 export interface ConfigSource {
   /** Path of the file, when the options were read from one. */
   file?: string;
@@ -74,7 +74,7 @@ export interface NormalizedOptions {
  *
  * An unknown key is an issue that suggests the nearest option name. An option given under two
  * names with different values is an issue. `null` is dropped for optional options without a
- * default (so JSON can say "not given"), and so is `""` for the optional paths. For options with a
+ * default, because JSON has no other way to leave a key unset, and so is `""` for the optional paths. For options with a
  * default, `null` stays and fails validation, so a YAML key left blank does not silently fall back
  * to the default.
  */
@@ -124,8 +124,8 @@ export function normalizeOptionKeys(input: Record<string, unknown>, source: Conf
 /** Combines normalised options; options of `override` replace those of `base`. */
 export function mergeNormalizedOptions(base: NormalizedOptions, override: NormalizedOptions): NormalizedOptions {
   const options = new Map(base.options);
-  for (const [field, given] of override.options) {
-    options.set(field, given);
+  for (const [field, option] of override.options) {
+    options.set(field, option);
   }
   return {
     options,
@@ -143,9 +143,9 @@ export function mergeNormalizedOptions(base: NormalizedOptions, override: Normal
  * option the caller did not write, its name in the style most of the caller's keys use.
  */
 export function callerName(normalized: NormalizedOptions, field: ConfigFieldName): string {
-  const given = normalized.options.get(field);
-  if (given !== undefined) {
-    return given.key;
+  const option = normalized.options.get(field);
+  if (option !== undefined) {
+    return option.key;
   }
   return normalized.keyStyles.snake > normalized.keyStyles.camel ? snakeCaseName(field) : field;
 }

@@ -13,7 +13,7 @@ import { ConfigError } from '../errors.js';
 import type { ConfigSource } from './keys.js';
 import { formatValue, isPlainObject } from './values.js';
 
-/** Why a configuration file could not be read. */
+/** Reason a configuration file could not be read. */
 export type ConfigFileFailure = 'not_found' | 'read_failed' | 'unsupported_extension' | 'syntax' | 'not_an_object';
 
 /** The parsed top-level object of a configuration file, and how to find a value's line in it. */
@@ -78,7 +78,7 @@ function parseYaml(path: string, text: string): unknown {
   if (first !== undefined) {
     const start = first.linePos?.[0];
     const where = start === undefined ? {} : { line: start.line, column: start.col };
-    // The library's message ends with a copy of the offending lines; the first line says it all.
+    // The yaml message ends with a copy of the offending lines, so only its first line is kept.
     const summary = first.message.split('\n')[0] ?? first.message;
     const more = document.errors.length > 1 ? ` (and ${document.errors.length - 1} more)` : '';
     throw fileError('syntax', path, `Config file ${path} is not valid YAML: ${summary}${more}.`, first, where);

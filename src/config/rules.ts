@@ -9,7 +9,7 @@ import { formatValue } from './values.js';
 /** A problem found by a rule, located by its path inside the configuration. */
 export interface RuleIssue {
   path: (string | number)[];
-  /** What is wrong, as a sentence fragment that follows the path (for example `must ...` or `has ...`). */
+  /** Description of the problem, as a sentence fragment that follows the path (for example `has ...`). */
   message: string;
 }
 
@@ -77,11 +77,11 @@ export const configRules: readonly ConfigRule[] = [
       if (config.tierMap !== undefined && Object.keys(config.tierMap).length > 0) {
         return [];
       }
-      const given = config.tierMap === undefined ? 'is missing' : 'has no rules';
+      const problem = config.tierMap === undefined ? 'is missing' : 'has no rules';
       return [
         {
           path: ['tierMap'],
-          message: `${given}, but ${name('tierAssignmentStrategy')} is "manual". Map parameter names, globs or /regular expressions/ to tiers`,
+          message: `${problem}, but ${name('tierAssignmentStrategy')} is "manual". Map parameter names, globs or /regular expressions/ to tiers`,
         },
       ];
     },

@@ -227,7 +227,7 @@ export const evaluationFields = {
     .describe('Delete the config, checkpoints and metrics of an earlier run in the experiment folder before training.'),
 };
 
-/** Where the computation runs. */
+/** Backend selection. */
 export const runtimeFields = {
   backend: z
     .enum(['auto', 'tensorflow', 'wasm', 'cpu'])
@@ -272,11 +272,11 @@ export const configObjectSchema = z.object(configFields);
 /** The validated configuration, with every default filled in. */
 export type NestedLearningConfigOutput = z.output<typeof configObjectSchema>;
 
-/** What a caller may pass in camelCase: options with a default may be left out. */
+/** Input form of the options in camelCase, in which options with a default may be left out. */
 export type NestedLearningConfigInput = z.input<typeof configObjectSchema>;
 
 /** Names of the tier assignment strategies. */
 export type TierAssignmentStrategyName = NestedLearningConfigOutput['tierAssignmentStrategy'];
 
-/** What happens to the gradients of a tier between its updates. */
+/** Handling of the gradients a tier receives between its updates. */
 export type InactiveGradientsMode = NestedLearningConfigOutput['inactiveGradients'];

@@ -19,9 +19,9 @@ import {
 
 /** One problem of a configuration. */
 export interface ConfigIssue {
-  /** Where the value is, with the top-level key as the caller wrote it, e.g. `tier_update_frequencies[1]`. */
+  /** Path of the value, with the top-level key as the caller wrote it, e.g. `tier_update_frequencies[1]`. */
   path: string;
-  /** What is wrong, what is allowed and what to do, written to follow the path. */
+  /** Description of the problem (what is wrong, what is allowed, what to do), written to follow the path. */
   message: string;
   /** The value found at the path (`undefined` when it is missing). */
   value: unknown;
@@ -56,8 +56,8 @@ export function validateOptions(normalized: NormalizedOptions): ValidationResult
   }));
 
   const values = new Map<ConfigFieldName, unknown>();
-  for (const [field, given] of normalized.options) {
-    values.set(field, parseNumberStrings(field, given.value));
+  for (const [field, option] of normalized.options) {
+    values.set(field, parseNumberStrings(field, option.value));
   }
   fillTierCountDefaults(values);
 
@@ -74,12 +74,12 @@ export function validateOptions(normalized: NormalizedOptions): ValidationResult
       continue;
     }
     invalidFields.add(field);
-    const given = normalized.options.get(field);
+    const option = normalized.options.get(field);
     const key = callerName(normalized, field);
     // One issue per path: an empty experimentName fails both its length and its pattern check.
     const seenPaths = new Set<string>();
     for (const issue of result.error.issues) {
-      const found = fieldIssue(field, key, value, issue, given?.source);
+      const found = fieldIssue(field, key, value, issue, option?.source);
       if (!seenPaths.has(found.path)) {
         seenPaths.add(found.path);
         issues.push(found);
@@ -96,14 +96,14 @@ export function validateOptions(normalized: NormalizedOptions): ValidationResult
     }
     for (const issue of rule.check(valid, nameOf)) {
       const [field, ...rest] = issue.path as [ConfigFieldName, ...(string | number)[]];
-      const given = normalized.options.get(field);
+      const option = normalized.options.get(field);
       const key = callerName(normalized, field);
       issues.push({
         path: formatPath([key, ...rest]),
         message: endSentence(issue.message),
         value: valueAt(config[field], rest),
         field,
-        ...locate(given?.source, [key, ...rest]),
+        ...locate(option?.source, [key, ...rest]),
       });
     }
   }
@@ -124,7 +124,7 @@ export function configErrorFromIssues(issues: readonly ConfigIssue[], file?: str
   });
 }
 
-/** The issue for a value that is not an object of options. */
+/** Returns the issue for a value that is not an object of options. */
 export function notAnObjectIssue(value: unknown, source: ConfigSource): ConfigIssue {
   return {
     path: '(root)',

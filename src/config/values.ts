@@ -97,7 +97,7 @@ export interface JsonSchemaNode {
   [keyword: string]: unknown;
 }
 
-/** How a type is written: `noun` for one value, `plural` for list entries, `article` before `noun`. */
+/** Wording of a type: `noun` for one value, `plural` for list entries, `article` before `noun`. */
 interface TypeWords {
   noun: string;
   plural: string;

@@ -1,1 +1,11 @@
-export {};
+export * from './types.js';
+export * from './clock.js';
+export * from './scheduler.js';
+export * from './layers.js';
+export { buildTierMap, normalizeTierMap, toTierAssignments, isTierMap } from './tier-map.js';
+export type { ParameterInfo, ParameterList, BuildTierMapOptions, NormalizeTierMapOptions } from './tier-map.js';
+export { ImportanceAccumulator } from './importance.js';
+export type { ImportanceStatistic, ImportanceStatistics } from './importance.js';
+export { compileTierRules } from './patterns.js';
+export type { TierRule, TierRulePattern, ManualTierRules, CompiledTierRule } from './patterns.js';
+export { partitionContiguous } from './partition.js';

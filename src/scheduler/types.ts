@@ -6,7 +6,7 @@ export interface TierSummary {
   tier: number;
   /** Update frequency: the tier is active at optimizer steps that are multiples of it. */
   frequency: number;
-  /** Names of the parameters in this tier, in assignment order. */
+  /** Names of the parameters in this tier, in the order of the parameter list. */
   parameterNames: string[];
   /** Number of parameters (tensors) in this tier. */
   parameterCount: number;
@@ -26,7 +26,11 @@ export interface TierMap {
   assignments: Record<string, number>;
   /** Per-tier summary, indexed by tier. */
   tiers: TierSummary[];
-  /** Parameters whose names carry no layer number; they were placed in the default tier. */
+  /**
+   * Parameters the strategy could not place, which went to the default tier: names without a
+   * layer number (`layer_depth`), parameters without gradient statistics (`parameter_importance`)
+   * and names no rule matches (`manual`).
+   */
   unassigned: string[];
 }
 
