@@ -76,8 +76,11 @@ const STRATEGIES: readonly TierStrategy[] = ['layer_depth', 'parameter_importanc
 export class ParameterTierScheduler {
   /** Number of tiers. */
   readonly numTiers: number;
+  /** Assignment strategy used by {@link assign}. */
   readonly strategy: TierStrategy;
+  /** End of the layer stack that `layer_depth` puts in tier 0. */
   readonly fastEnd: FastEnd;
+  /** Tier of the parameters the strategy cannot place, when set. */
   readonly defaultTier: number | undefined;
   private readonly tierUpdateFrequencies: readonly number[];
   private readonly rules: readonly CompiledTierRule[];
