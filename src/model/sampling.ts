@@ -1,0 +1,85 @@
+/**
+ * Choice of the next token from a row of logits: greedy, or sampled after temperature, top-k and
+ * top-p filtering, in that order (the order of the `transformers` logits warpers).
+ */
+import type { SeededRandom } from './random.js';
+
+/** Sampling settings of {@link sampleToken}. */
+export interface SamplingOptions {
+  /** Softmax temperature; 0 picks the most likely token. */
+  temperature: number;
+  /** Keep only the `topK` most likely tokens (ties with the k-th kept too); 0 keeps all. */
+  topK: number;
+  /** Keep the smallest set of most likely tokens whose probabilities sum to at least `topP`; 1 keeps all. */
+  topP: number;
+}
+
+/** Returns the index of the largest value, the first one on ties. */
+export function argMax(values: ArrayLike<number>): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] as number;
+    if (value > bestValue) {
+      bestValue = value;
+      best = i;
+    }
+  }
+  return best;
+}
+
+/** Picks the next token from one row of logits. */
+export function sampleToken(logits: ArrayLike<number>, options: SamplingOptions, random: SeededRandom): number {
+  if (options.temperature === 0) {
+    return argMax(logits);
+  }
+
+  // Candidates sorted by logit, highest first; ties keep the lower token id first.
+  const order = Array.from({ length: logits.length }, (_, i) => i);
+  order.sort((a, b) => (logits[b] as number) - (logits[a] as number) || a - b);
+
+  let count = order.length;
+  if (options.topK > 0 && options.topK < count) {
+    const threshold = logits[order[options.topK - 1] as number] as number;
+    count = options.topK;
+    while (count < order.length && logits[order[count] as number] === threshold) {
+      count++;
+    }
+  }
+
+  const maxLogit = logits[order[0] as number] as number;
+  const weights = new Float64Array(count);
+  let total = 0;
+  for (let i = 0; i < count; i++) {
+    const weight = Math.exp(((logits[order[i] as number] as number) - maxLogit) / options.temperature);
+    weights[i] = weight;
+    total += weight;
+  }
+
+  if (options.topP < 1) {
+    // Keep tokens until the cumulative probability reaches topP, the token that crosses it included.
+    let cumulative = 0;
+    let kept = 0;
+    while (kept < count) {
+      cumulative += (weights[kept] as number) / total;
+      kept++;
+      if (cumulative >= options.topP) {
+        break;
+      }
+    }
+    count = kept;
+    total = 0;
+    for (let i = 0; i < count; i++) {
+      total += weights[i] as number;
+    }
+  }
+
+  let target = random.nextFloat() * total;
+  for (let i = 0; i < count; i++) {
+    target -= weights[i] as number;
+    if (target < 0) {
+      return order[i] as number;
+    }
+  }
+  return order[count - 1] as number;
+}
