@@ -1,2 +1,21 @@
 export * from './lr-schedule.js';
 export * from './events.js';
+export * from './metrics.js';
+export * from './experiment.js';
+export * from './state.js';
+export { NestedLoRATrainer } from './trainer.js';
+export type {
+  CheckpointFileEvent,
+  NestedLoRATrainerOptions,
+  SaveCheckpointOptions,
+  TrainerDatasets,
+  TrainOptions,
+} from './trainer.js';
+export { runOptimizerStep } from './optimizer-step.js';
+export type { ComputeGradients, MicroBatchGradients, OptimizerStepOptions, OptimizerStepResult } from './optimizer-step.js';
+export { evaluateLoss } from './evaluation.js';
+export type { EvaluationLoss } from './evaluation.js';
+export { calibrateImportance } from './calibration.js';
+export type { CalibrationResult } from './calibration.js';
+export { readCheckpointFiles } from './checkpoint-files.js';
+export type { LoadedCheckpoint } from './checkpoint-files.js';
