@@ -178,13 +178,6 @@ export class NestedLoRATrainer {
 
   constructor(config: NestedLearningConfigInput | NestedLearningConfig, options: NestedLoRATrainerOptions = {}) {
     this.config = NestedLearningConfig.parse(config);
-    if (this.config.resume && this.config.overwrite) {
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        'resume and overwrite are both true: resume continues the run in the experiment folder and overwrite deletes it. Set only one.',
-        { details: { resume: true, overwrite: true } },
-      );
-    }
     this.options = options;
     this.logger = options.logger ?? silentLogger;
     this.emitter = new TrainerEventEmitter(this.logger);
