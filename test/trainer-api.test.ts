@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
+import type { NestedLearningConfigInput } from '../src/config/index.js';
 import { ArgumentError, ConfigError, FileFormatError, ShapeError } from '../src/errors.js';
 import { readSafetensors, writeSafetensors } from '../src/io/index.js';
 import { NestedLoRATrainer, type TrainerEvent } from '../src/trainer/index.js';
@@ -29,7 +30,7 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function config(experimentName: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+function config(experimentName: string, overrides: Record<string, unknown> = {}): NestedLearningConfigInput {
   return tinyConfig(inputs, join(root, 'out'), { experimentName, ...overrides });
 }
 

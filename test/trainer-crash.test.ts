@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { NestedLearningConfigInput } from '../src/config/index.js';
 import { readSafetensors } from '../src/io/index.js';
 import { NestedLoRATrainer, readMetricsFile, TrainMetricsRecordSchema } from '../src/trainer/index.js';
 import { tinyConfig, writeTinyExperimentInputs, type TinyInputs } from './fixtures/trainer/tiny-model.js';
@@ -17,7 +18,7 @@ let inputs: TinyInputs;
 let referenceLosses: number[];
 let referenceAdapter: Record<string, number[]>;
 
-function crashConfig(experimentName: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+function crashConfig(experimentName: string, overrides: Record<string, unknown> = {}): NestedLearningConfigInput {
   return tinyConfig(inputs, join(root, 'out'), {
     experimentName,
     numSteps: 6,

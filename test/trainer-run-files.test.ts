@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 
+import type { NestedLearningConfigInput } from '../src/config/index.js';
 import { NestedLoRATrainer } from '../src/trainer/index.js';
 import { tinyConfig, writeTinyExperimentInputs, type TinyInputs } from './fixtures/trainer/tiny-model.js';
 
@@ -70,7 +71,7 @@ async function readLines(path: string): Promise<unknown[]> {
     .map((line) => JSON.parse(line) as unknown);
 }
 
-function runConfig(name: string, seed: number): Record<string, unknown> {
+function runConfig(name: string, seed: number): NestedLearningConfigInput {
   return tinyConfig(inputs, join(root, 'out'), {
     experimentName: name,
     seed,
