@@ -409,6 +409,22 @@ describe('safetensors hand-made inputs', () => {
     expect(Array.from(file.readRaw('q').data)).toEqual([0x38, 0xb8]);
   });
 
+  it('releases tensors when a read fails', async () => {
+    // "b" cannot be decoded, so readSafetensors fails after "a" was read and "c" was started.
+    const data = new Uint8Array(4 + 1 + 4);
+    data.set(f32Bytes([1]), 0);
+    data.set(f32Bytes([2]), 5);
+    const header =
+      '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[4,5]},' +
+      '"c":{"dtype":"F32","shape":[1],"data_offsets":[5,9]}}';
+    const filePath = path.join(tmpDir, 'failing-read.safetensors');
+    await fs.writeFile(filePath, buildFile(header, data));
+
+    const error = await thrownAsync(() => readSafetensors(filePath));
+    expect(error.code).toBe('SAFETENSORS_DTYPE_UNSUPPORTED');
+    expect(error.message).toContain('"b"');
+  });
+
   it('casts on request', () => {
     const file = parseSafetensors(buildFile('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', f32Bytes([1.75, -2.5])));
     const tensor = file.readTensor('w', { dtype: 'int32' });

@@ -48,11 +48,11 @@ export function decodeTensorBytes(
       swapToHostOrder(bytes, 4);
       return { dtype: 'float32', values: new Float32Array(buffer, 0, bytes.length / 4) };
     case 'F16':
-      swapToHostOrder(bytes, 2);
-      return { dtype: 'float32', values: widenF16(new Uint16Array(buffer, 0, bytes.length / 2)) };
-    case 'BF16':
-      swapToHostOrder(bytes, 2);
-      return { dtype: 'float32', values: widenBf16(new Uint16Array(buffer, 0, bytes.length / 2)) };
+    case 'BF16': {
+      const { output, staging } = allocateHalfWidening(bytes.length / 2);
+      staging.set(bytes);
+      return { dtype: 'float32', values: widenHalfInPlace(dtype, output, bytes.length / 2) };
+    }
     case 'F64':
       swapToHostOrder(bytes, 8);
       return { dtype: 'float32', values: Float32Array.from(new Float64Array(buffer, 0, bytes.length / 8)) };
@@ -88,20 +88,50 @@ export function decodeTensorBytes(
   }
 }
 
-/** Widens bfloat16 bit patterns to float32 by moving them to the upper half of a 32-bit word. */
-function widenBf16(source: Uint16Array): Float32Array {
-  const words = new Uint32Array(source.length);
-  for (let index = 0; index < source.length; index += 1) {
-    words[index] = (source[index] as number) << 16;
-  }
-  return new Float32Array(words.buffer);
+/**
+ * Allocates the float32 output of an F16 or BF16 tensor and returns the upper half of it, where
+ * the caller places the stored 2-byte values, so {@link widenHalfInPlace} can widen them with no
+ * second buffer.
+ */
+export function allocateHalfWidening(elementCount: number): { output: ArrayBuffer; staging: Uint8Array } {
+  const output = new ArrayBuffer(4 * elementCount);
+  return { output, staging: new Uint8Array(output, 2 * elementCount, 2 * elementCount) };
 }
 
-function widenF16(source: Uint16Array): Float32Array {
+/**
+ * Widens the F16 or BF16 values in the upper half of `output` (see {@link allocateHalfWidening})
+ * to float32 over the whole buffer. Going forwards is safe: writing element i touches 2-byte
+ * slots 2i and 2i + 1, which are below slot `elementCount + i + 1`, the next one still to read.
+ */
+export function widenHalfInPlace(dtype: 'F16' | 'BF16', output: ArrayBuffer, elementCount: number): Float32Array {
+  if (!HOST_IS_LITTLE_ENDIAN) swapToHostOrder(new Uint8Array(output, 2 * elementCount, 2 * elementCount), 2);
+  const halves = new Uint16Array(output);
+  const start = elementCount;
+
+  if (dtype === 'BF16') {
+    // A bfloat16 value is the upper 16 bits of the float32 with the same value. Reading two of
+    // them per 32-bit word halves the loads; the word's low half is the first (little-endian).
+    const words = new Uint32Array(output);
+    const pairs = elementCount >>> 1;
+    if (elementCount % 2 === 0) {
+      for (let pair = 0; pair < pairs; pair += 1) {
+        const word = words[pairs + pair] as number;
+        words[2 * pair] = word << 16;
+        words[2 * pair + 1] = word & 0xffff0000;
+      }
+    } else {
+      // The staged values start at a 2-byte offset that is not 4-byte aligned: go one at a time.
+      for (let index = 0; index < elementCount; index += 1) {
+        words[index] = (halves[start + index] as number) << 16;
+      }
+    }
+    return new Float32Array(output);
+  }
+
   const table = f16LookupTable();
-  const values = new Float32Array(source.length);
-  for (let index = 0; index < source.length; index += 1) {
-    values[index] = table[source[index] as number] as number;
+  const values = new Float32Array(output);
+  for (let index = 0; index < elementCount; index += 1) {
+    values[index] = table[halves[start + index] as number] as number;
   }
   return values;
 }

@@ -13,8 +13,10 @@ import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
 import { DTYPE_BITS, isSafetensorsDtype, type SafetensorsDtype } from './dtypes.js';
 import {
+  allocateHalfWidening,
   decodeTensorBytes,
   encodeTensorValues,
+  widenHalfInPlace,
   type DecodedDtype,
   type DecodedValues,
   type FloatWriteDtype,
@@ -58,7 +60,7 @@ export interface SafetensorsContents {
 /** An open safetensors file whose header has been validated. Call `close()` when done. */
 export interface SafetensorsFile extends SafetensorsContents {
   readonly path: string;
-  /** Reads one tensor's byte range and decodes it to a tfjs tensor (see the dtype rules above). */
+  /** Reads one tensor's byte range and decodes it to a tfjs tensor (dtype rules in `./safetensors-codec.ts`). */
   readTensor(name: string, options?: ReadTensorOptions): Promise<tf.Tensor>;
   /** Reads one tensor's bytes as stored. */
   readRaw(name: string): Promise<RawTensor>;
@@ -90,6 +92,13 @@ export interface WriteSafetensorsOptions {
    */
   dtype?: FloatWriteDtype;
 }
+
+/**
+ * Tensors that {@link readSafetensors} reads ahead of the one being decoded. One lets file reads
+ * overlap with widening; 2 and 3 were not faster in `bench/safetensors.bench.ts` on a 2-core
+ * machine, and each costs the memory of one more tensor.
+ */
+const READ_AHEAD = 1;
 
 /** Largest number of bytes read by one `read` call; bigger ranges are read in steps. */
 const READ_CHUNK_BYTES = 64 * 1024 * 1024;
@@ -125,8 +134,27 @@ export async function readSafetensors(
     for (const name of names) {
       file.entry(name);
     }
-    for (const name of names) {
-      tensors[name] = await file.readTensor(name);
+    // Keep the next reads in flight while the current tensor is widened, so file reads (in the
+    // libuv thread pool) overlap with decoding on the main thread.
+    const pending: Array<Promise<tf.Tensor>> = [];
+    let started = 0;
+    const startReads = (): void => {
+      while (started < names.length && pending.length < READ_AHEAD) {
+        pending.push(file.readTensor(names[started] as string));
+        started += 1;
+      }
+    };
+    try {
+      startReads();
+      for (const name of names) {
+        const current = pending.shift() as Promise<tf.Tensor>;
+        startReads();
+        tensors[name] = await current;
+      }
+    } catch (error) {
+      // Let the reads in flight finish before the file closes, and release their tensors.
+      await Promise.all(pending.map((read) => read.then((tensor) => tensor.dispose(), () => undefined)));
+      throw error;
     }
     return { tensors, metadata: { ...file.metadata } };
   } catch (error) {
@@ -217,8 +245,22 @@ class OpenSafetensorsFile implements SafetensorsFile {
   }
 
   async readTensor(name: string, options: ReadTensorOptions = {}): Promise<tf.Tensor> {
-    const raw = await this.readRaw(name);
-    return toTensor(decodeTensorBytes(raw.dtype, raw.data, name, this.path), raw.shape, options.dtype);
+    const entry = this.entry(name);
+    const [start, end] = entry.dataOffsets;
+    const position = this.header.dataStart + start;
+
+    if (entry.dtype === 'BF16' || entry.dtype === 'F16') {
+      // Read straight into the upper half of the float32 output and widen in place, so a
+      // half-precision tensor costs one buffer of its float32 size and no copy.
+      const elementCount = (end - start) / 2;
+      const { output, staging } = allocateHalfWidening(elementCount);
+      await readRangeInto(this.handle, position, staging, this.path);
+      const values = widenHalfInPlace(entry.dtype, output, elementCount);
+      return toTensor({ dtype: 'float32', values }, [...entry.shape], options.dtype);
+    }
+
+    const data = await readRange(this.handle, position, end - start, this.path);
+    return toTensor(decodeTensorBytes(entry.dtype, data, name, this.path), [...entry.shape], options.dtype);
   }
 
   async close(): Promise<void> {
@@ -310,6 +352,13 @@ async function openForReading(filePath: string): Promise<fs.FileHandle> {
 /** Reads `length` bytes at `position` into a new buffer that starts at offset 0 of its ArrayBuffer. */
 async function readRange(handle: fs.FileHandle, position: number, length: number, filePath: string): Promise<Uint8Array> {
   const bytes = new Uint8Array(length);
+  await readRangeInto(handle, position, bytes, filePath);
+  return bytes;
+}
+
+/** Fills `bytes` from the file, starting at `position`, in reads of at most 64 MiB. */
+async function readRangeInto(handle: fs.FileHandle, position: number, bytes: Uint8Array, filePath: string): Promise<void> {
+  const length = bytes.length;
   let done = 0;
   while (done < length) {
     const step = Math.min(READ_CHUNK_BYTES, length - done);
@@ -332,7 +381,6 @@ async function readRange(handle: fs.FileHandle, position: number, length: number
     }
     done += bytesRead;
   }
-  return bytes;
 }
 
 interface LayoutItem {
@@ -359,7 +407,7 @@ function planLayout(tensors: Record<string, tf.Tensor | RawTensor>, options: Wri
   }
 
   const items = Object.entries(tensors).map(([name, source]) => planItem(name, source, floatDtype));
-  items.sort((a, b) => DTYPE_BITS[b.dtype] - DTYPE_BITS[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  items.sort(compareLayoutOrder);
 
   const header: Record<string, unknown> = {};
   const metadata = checkMetadata(options.metadata);
@@ -379,6 +427,14 @@ function planLayout(tensors: Record<string, tf.Tensor | RawTensor>, options: Wri
   prefix.set(json, HEADER_LENGTH_BYTES);
 
   return { prefix, items, totalBytes: prefix.length + offset };
+}
+
+/** Orders tensors by element size, largest first, then by name in code-unit order. */
+function compareLayoutOrder(a: LayoutItem, b: LayoutItem): number {
+  const bySize = DTYPE_BITS[b.dtype] - DTYPE_BITS[a.dtype];
+  if (bySize !== 0) return bySize;
+  if (a.name === b.name) return 0;
+  return a.name < b.name ? -1 : 1;
 }
 
 function planItem(name: string, source: tf.Tensor | RawTensor, floatDtype: FloatWriteDtype): LayoutItem {
