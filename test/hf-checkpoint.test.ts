@@ -86,7 +86,7 @@ afterEach(() => {
 describe('expectedWeightShapes', () => {
   it('lists the tiny Qwen2 weights', () => {
     const shapes = expectedWeightShapes(config);
-    // The fixture script wrote exactly the weights of transformers' Qwen2ForCausalLM.
+    // The fixture has the weight names and shapes of transformers' Qwen2ForCausalLM.
     expect(Object.keys(shapes).sort()).toEqual(Object.keys(expected).sort());
     for (const [name, { shape }] of Object.entries(expected)) {
       expect(shapes[name], name).toEqual(shape);
@@ -158,7 +158,7 @@ describe('loadCheckpointWeights', () => {
     const error = await thrownAsync(() => loadCheckpointWeights(folder, config));
     expect(error).toBeInstanceOf(FileFormatError);
     expect(error.code).toBe('CHECKPOINT_SHARD_MISSING');
-    // Shard 2 holds layer 1 (12 weights with the q/k/v biases), the final norm and lm_head.
+    // Shard 2 contains layer 1 (12 weights with the q/k/v biases), the final norm and lm_head.
     expect(error.message).toContain('model-00002-of-00002.safetensors (14 weights)');
     expect(error.message).toContain('1 of 2 shard files');
   });

@@ -97,10 +97,10 @@ export function expectedWeightShapes(config: ModelConfig): Record<string, number
  * Loads every weight of a Hugging Face model folder as float32 tfjs tensors keyed by Hugging Face
  * name. The caller owns the tensors and disposes them.
  *
- * Raises `CHECKPOINT_NOT_FOUND` when the folder has no safetensors weights,
- * `CHECKPOINT_SHARD_MISSING` when shard files listed in the index are absent,
- * `CHECKPOINT_WEIGHTS_MISMATCH` when weights are missing or unexpected (with any wrong shapes in
- * the same message), and `CHECKPOINT_SHAPE_MISMATCH` when only shapes or dtypes are wrong.
+ * Error codes: `CHECKPOINT_NOT_FOUND` when the folder has no safetensors weights, and
+ * `CHECKPOINT_SHARD_MISSING` when shard files listed in the index are absent.
+ * `CHECKPOINT_WEIGHTS_MISMATCH` reports missing or unexpected weights, with any wrong shapes in
+ * the same message. `CHECKPOINT_SHAPE_MISMATCH` is raised when only shapes or dtypes are wrong.
  */
 export async function loadCheckpointWeights(folder: string, config: ModelConfig): Promise<Record<string, tf.Tensor>> {
   const layout = await resolveCheckpointFiles(folder);

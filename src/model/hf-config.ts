@@ -1,11 +1,13 @@
 /**
  * Parsing of a Hugging Face `config.json` for the Llama and Qwen2 (also Qwen2.5) decoder families.
  *
- * Defaults for absent fields are those of `transformers` `LlamaConfig` and `Qwen2Config`
- * (4.44): `num_key_value_heads` = `num_attention_heads`, `head_dim` = `hidden_size /
- * num_attention_heads`, `rms_norm_eps` 1e-6, `rope_theta` 10000, `tie_word_embeddings` false,
- * `attention_bias` and `mlp_bias` false for Llama. Qwen2 always has a bias on the q, k and v
- * projections (not on o), whatever the file says.
+ * Defaults for absent fields are those of `transformers` `LlamaConfig` and `Qwen2Config`:
+ * `head_dim` = `hidden_size / num_attention_heads`, `rms_norm_eps` 1e-6, `rope_theta` 10000,
+ * `tie_word_embeddings` false, and `attention_bias` and `mlp_bias` false for Llama. Qwen2 always
+ * has a bias on the q, k and v projections (not on o), and its config has no field to change that.
+ *
+ * NOTE: an absent `num_key_value_heads` becomes `num_attention_heads` here for both families,
+ * as `LlamaConfig` does. `Qwen2Config` defaults it to 32 instead; published Qwen2 configs all set it.
  *
  * Newer `transformers` releases write `rope_parameters` (with `rope_theta` and `rope_type`) in
  * place of `rope_theta` and `rope_scaling`; both forms are read.
@@ -18,7 +20,7 @@ import type { ModelConfig } from './types.js';
 
 /** Options of {@link parseModelConfig}. */
 export interface ParseModelConfigOptions {
-  /** Where the JSON came from, for error messages (a path or a model name). */
+  /** Origin of the JSON for error messages, such as a path or a model name. */
   source?: string;
 }
 
