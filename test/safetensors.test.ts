@@ -609,6 +609,19 @@ describe('safetensors writer', () => {
     b.dispose();
   });
 
+  it('round-trips a tensor named __proto__', async () => {
+    const tensor = tf.tensor([1, 2]);
+    const filePath = path.join(tmpDir, 'proto.safetensors');
+    const named = Object.create(null) as Record<string, tf.Tensor>;
+    named['__proto__'] = tensor;
+
+    await writeSafetensors(filePath, named);
+    const { tensors } = await readSafetensors(filePath);
+    expect(Object.keys(tensors)).toEqual(['__proto__']);
+    expect(Array.from(tensors['__proto__']?.dataSync() ?? [])).toEqual([1, 2]);
+    tf.dispose([tensor, ...Object.values(tensors)]);
+  });
+
   it('writes raw tensors unchanged', () => {
     const raw: RawTensor = { dtype: 'F8_E5M2', shape: [2, 2], data: new Uint8Array([1, 2, 3, 4]) };
     const file = parseSafetensors(encodeSafetensors({ raw }));

@@ -128,9 +128,10 @@ export async function readSafetensors(
   options: ReadSafetensorsOptions = {},
 ): Promise<{ tensors: Record<string, tf.Tensor>; metadata: Record<string, string> }> {
   const file = await openSafetensors(filePath);
-  const tensors: Record<string, tf.Tensor> = {};
+  // No prototype, so a tensor named "__proto__" is stored as an ordinary key.
+  const tensors: Record<string, tf.Tensor> = Object.create(null) as Record<string, tf.Tensor>;
   try {
-    const names = options.names ?? file.entries.map((entry) => entry.name);
+    const names = [...new Set(options.names ?? file.entries.map((entry) => entry.name))];
     for (const name of names) {
       file.entry(name);
     }
@@ -409,7 +410,8 @@ function planLayout(tensors: Record<string, tf.Tensor | RawTensor>, options: Wri
   const items = Object.entries(tensors).map(([name, source]) => planItem(name, source, floatDtype));
   items.sort(compareLayoutOrder);
 
-  const header: Record<string, unknown> = {};
+  // No prototype, so a tensor named "__proto__" becomes a key of the JSON header.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   const metadata = checkMetadata(options.metadata);
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
     header.__metadata__ = metadata;
