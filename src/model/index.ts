@@ -11,6 +11,8 @@ export type {
   TrainingBatch,
 } from './causal-lm.js';
 export { KVCache } from './kv-cache.js';
+export { loadCausalLM } from './load.js';
+export type { LoadCausalLMOptions, LoraAdapterWeights } from './load.js';
 export { LORA_MODULE_PATHS, LORA_TARGET_MODULES, loraModulePrefix, resolveLoraOptions } from './lora.js';
 export type { LoraOptions, LoraTargetModule, ResolvedLoraOptions } from './lora.js';
 export { maskedCrossEntropy } from './loss.js';

@@ -49,7 +49,7 @@ export interface LoraOptions {
    */
   dropout?: number;
   /**
-   * Projections that get an adapter.
+   * Projections that get an adapter, by name (`q_proj`) or by path inside the layer (`self_attn.q_proj`).
    * @default all seven: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
    */
   targetModules?: readonly string[];
@@ -112,10 +112,14 @@ export function resolveLoraOptions(options: LoraOptions, config: ModelConfig): R
     throw invalidOption('seed', seed, 'an integer');
   }
 
-  const requestedModules = options.targetModules ?? LORA_TARGET_MODULES;
+  const requestedModules = (options.targetModules ?? LORA_TARGET_MODULES).map(moduleName);
   const unknownModules = requestedModules.filter((name) => !(LORA_TARGET_MODULES as readonly string[]).includes(name));
   if (unknownModules.length > 0 || requestedModules.length === 0) {
-    throw invalidOption('targetModules', requestedModules, `a non-empty list drawn from ${LORA_TARGET_MODULES.join(', ')}`);
+    throw invalidOption(
+      'targetModules',
+      options.targetModules,
+      `a non-empty list drawn from ${LORA_TARGET_MODULES.join(', ')} (or their paths, such as self_attn.q_proj)`,
+    );
   }
   // Keep the layer's order so that initial values do not depend on the order the caller listed modules in.
   const targetModules = LORA_TARGET_MODULES.filter((name) => requestedModules.includes(name));
@@ -181,6 +185,12 @@ export function initialLoraA(specs: readonly LoraModuleSpec[], rank: number, see
     }
     return values;
   });
+}
+
+/** Maps a module path such as `self_attn.q_proj` to its name `q_proj`; names pass through. */
+function moduleName(nameOrPath: string): string {
+  const match = Object.entries(LORA_MODULE_PATHS).find(([, path]) => path === nameOrPath);
+  return match === undefined ? nameOrPath : match[0];
 }
 
 function invalidOption(field: string, value: unknown, expected: string): ArgumentError {

@@ -37,31 +37,49 @@ export function matMulTransposeA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 
 /**
  * Computes the batched product `op(a) @ op(b)` of two `[batch, m, n]` tensors. On wasm each batch entry
- * runs as its own 2-D product; entries are taken with `gather`, because the wasm `slice` copies the whole
- * input once per slice.
+ * runs as its own 2-D product. Not differentiable: it is meant for the forward and backward functions
+ * of custom ops.
  */
 export function batchMatMul(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
   if (!explicitTransposes()) {
     return tf.matMul(a, b, transposeA, transposeB);
   }
+  const [batch] = a.shape;
+  const rows = transposeA ? a.shape[2] : a.shape[1];
+  const columns = transposeB ? b.shape[1] : b.shape[2];
+  return entryProducts(splitBatch(a, transposeA), splitBatch(b, transposeB), batch, rows, columns);
+}
 
-  const left = transposeA ? tf.transpose(a, [0, 2, 1]) : a;
-  const right = transposeB ? tf.transpose(b, [0, 2, 1]) : b;
-  const [batch, rows, inner] = left.shape;
-  const columns = right.shape[2];
+/** Multiplies matching entries and stacks the products into `[batch, rows, columns]`. */
+function entryProducts(left: tf.Tensor2D[], right: tf.Tensor2D[], batch: number, rows: number, columns: number): tf.Tensor3D {
+  const products = left.map((entry, i) => tf.matMul(entry, right[i] as tf.Tensor2D));
+  return tf.reshape(products.length === 1 ? (products[0] as tf.Tensor2D) : tf.concat(products, 0), [batch, rows, columns]);
+}
 
-  if (batch === 1) {
-    return tf.reshape(tf.matMul(tf.reshape(left, [rows, inner]), tf.reshape(right, [inner, columns])), [1, rows, columns]);
-  }
-
-  const products: tf.Tensor2D[] = [];
-  for (let entry = 0; entry < batch; entry++) {
-    const index = tf.tensor1d([entry], 'int32');
-    const leftEntry = tf.reshape(tf.gather(left, index), [rows, inner]);
-    const rightEntry = tf.reshape(tf.gather(right, index), [inner, columns]);
-    products.push(tf.matMul(leftEntry, rightEntry));
-  }
-  return tf.reshape(tf.concat(products, 0), [batch, rows, columns]);
+/**
+ * Splits `[batch, m, n]` into `batch` tensors `[m, n]`, or `[n, m]` with `transpose`. One `dataSync`
+ * copies the values out, the transpose happens in that copy, and each entry is written back.
+ * tfjs 4.22's wasm `slice` copies the whole input once per slice, its `gather` and `transpose` are
+ * several times slower than this, and splitting with them cost more than the products themselves.
+ */
+function splitBatch(x: tf.Tensor3D, transpose: boolean): tf.Tensor2D[] {
+  const [batch, rows, columns] = x.shape;
+  const size = rows * columns;
+  const values = x.dataSync() as Float32Array;
+  return Array.from({ length: batch }, (_, entry) => {
+    const source = values.subarray(entry * size, (entry + 1) * size);
+    if (!transpose) {
+      return tf.tensor2d(source, [rows, columns]);
+    }
+    const transposed = new Float32Array(size);
+    for (let row = 0; row < rows; row++) {
+      const offset = row * columns;
+      for (let column = 0; column < columns; column++) {
+        transposed[column * rows + row] = source[offset + column] as number;
+      }
+    }
+    return tf.tensor2d(transposed, [columns, rows]);
+  });
 }
 
 /**
@@ -122,7 +140,11 @@ function loraLinear(
   const gradients = (dy: tf.Tensor2D, saved: tf.Tensor[]): tf.Tensor[] => {
     const [droppedInput, down, mask] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D | undefined];
     const upGradient = tf.mul(matMulTransposeB(dy, lora.b), scale) as tf.Tensor2D;
-    const gradA = matMulTransposeA(droppedInput, upGradient);
+    // dA = xd^T @ g, computed as (g^T @ xd)^T: on wasm the transposes are of [rows, rank] and [rank, in]
+    // matrices, and xd, shared by the projections that read the same input, is packed once.
+    const gradA = explicitTransposes()
+      ? (tf.transpose(tf.matMul(tf.transpose(upGradient), droppedInput)) as tf.Tensor2D)
+      : matMulTransposeA(droppedInput, upGradient);
     const gradB = matMulTransposeA(tf.mul(down, scale) as tf.Tensor2D, dy);
     if (!inputNeedsGradient) {
       return [gradA, gradB];
