@@ -17,7 +17,7 @@ import { checkStartRequest } from './start-request.js';
 import { buildTierInfo } from './tier-info.js';
 import type { TrainingRunSupervisor } from './training-run.js';
 
-/** What the API routes share. */
+/** Dependencies of the API routes. */
 export interface ApiContext {
   options: ResolvedServerOptions;
   guard: PathGuard;
@@ -143,8 +143,8 @@ const SHORT_RUN_SETTINGS = {
 } as const;
 
 /**
- * The dashboard's starting values: the embedded default (the tiny model trained on fiction, with
- * forgetting measured on press) where the roots allow it, and short-run settings.
+ * Returns the dashboard's starting values: the embedded default (the tiny model trained on
+ * fiction, with forgetting measured on press) where the roots allow it, and short-run settings.
  */
 function dashboardDefaults(options: ResolvedServerOptions): Record<string, unknown> {
   const embedded = embeddedDefaultPaths();

@@ -193,8 +193,8 @@ function existing(path: string): string[] {
   return existsSync(path) ? [path] : [];
 }
 
-async function resolveRoots(kind: RootKind, given: string | string[], baseDir: string): Promise<string[]> {
-  const list = Array.isArray(given) ? given : [given];
+async function resolveRoots(kind: RootKind, paths: string | string[], baseDir: string): Promise<string[]> {
+  const list = Array.isArray(paths) ? paths : [paths];
   const resolved: string[] = [];
   for (const path of list) {
     const absolute = isAbsolute(path) ? path : resolve(baseDir, path);

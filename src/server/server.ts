@@ -144,7 +144,7 @@ function hasToken(authorization: string | undefined, token: string): boolean {
   if (match === null) {
     return false;
   }
-  const given = Buffer.from(match[1] as string);
+  const received = Buffer.from(match[1] as string);
   const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return received.length === expected.length && timingSafeEqual(received, expected);
 }

@@ -36,7 +36,7 @@ const PATH_FIELDS: readonly { field: ConfigFieldName; root: RootKind; expect: 'f
 /**
  * Checks a start request body and returns the configuration to train. Throws an {@link ApiError}:
  * 400 with every configuration issue, 403 for paths outside the roots, 409 when the experiment
- * folder already holds a run and neither `resume` nor `overwrite` is set.
+ * folder already contains a run and neither `resume` nor `overwrite` is set.
  */
 export async function checkStartRequest(
   body: unknown,

@@ -19,10 +19,10 @@ export type RunStatus = 'idle' | 'running' | 'stopping' | 'completed' | 'stopped
 /** Statuses of a run whose training process is alive. */
 const ACTIVE_STATUSES: ReadonlySet<RunStatus> = new Set(['running', 'stopping']);
 
-/** Which part of a running run is in progress. */
+/** Stage of a run: setting up, training, or ended. */
 export type RunPhase = 'setup' | 'training' | 'finished';
 
-/** What `GET /nested-learning/status` returns. */
+/** State of the current or last run, as `GET /nested-learning/status` returns it. */
 export interface RunSnapshot {
   status: RunStatus;
   phase: RunPhase | null;
@@ -38,7 +38,7 @@ export interface RunSnapshot {
   tierStats: TrainMetricsRecord['tierStats'] | null;
   lastMetrics: { train: TrainMetricsRecord | null; eval: EvalMetricsRecord | null };
   bestValLoss: number | null;
-  /** Why the run ended, once it ended without an error. */
+  /** Reason the run ended, once it ended without an error. */
   doneReason: DoneReason | null;
   /** Path of the `final/` checkpoint, once written. */
   finalCheckpointPath: string | null;
@@ -305,12 +305,12 @@ export class TrainingRunSupervisor {
       // A stop during setup ends the process before any step, so there is no checkpoint.
       this.status = 'stopped';
     } else {
-      const how = signal === null ? `with code ${code}` : `by signal ${signal}`;
+      const exitDescription = signal === null ? `with code ${code}` : `by signal ${signal}`;
       const tail = this.stderrTail.length === 0 ? '' : ` Last output: ${this.stderrTail.join(' | ')}`;
       this.failure = {
         name: 'TrainingError',
         code: 'TRAINING_PROCESS_EXITED',
-        message: `The training process exited ${how} before the run ended.${tail}`,
+        message: `The training process exited ${exitDescription} before the run ended.${tail}`,
         details: { code, signal },
       };
       this.status = 'error';

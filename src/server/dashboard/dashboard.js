@@ -6,8 +6,8 @@
 (function dashboard() {
   const API = '/nested-learning';
 
-  // A token in the address fragment (`/#token=...`) is sent as a bearer token; the fragment never
-  // reaches the server in a request line or a log.
+  // A token in the address fragment (`/#token=...`) is sent as a bearer token. Browsers never send
+  // the fragment to the server, so the token stays out of request lines and logs.
   const token = new URLSearchParams(location.hash.slice(1)).get('token');
 
   const state = {
