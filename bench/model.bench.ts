@@ -6,8 +6,9 @@
  * `--backend cpu` for another backend).
  *
  * Achieved GFLOP/s = analytic FLOPs of the step / median step time. The FLOP count covers the
- * model's matrix products only (2 * m * k * n each): the forward pass, the input gradients the
- * backward pass needs, and the LoRA products; elementwise work is not counted.
+ * model's matrix products only, 2 * m * k * n each. They are the forward pass, the input gradients
+ * the backward pass needs, and the LoRA products. Elementwise work is not counted, and neither are
+ * the rotate_half products, which are an implementation detail of this model.
  *
  * Reference GFLOP/s = the same FLOPs / the time tf.matMul takes for the same list of products,
  * each run alone with operands made beforehand. Two references are printed: at the model's shapes

@@ -43,7 +43,7 @@ function adaptedModel(name: FixtureName, eosTokenId?: number): CausalLM {
 const PROMPTS = [[5, 17, 33, 2, 9], [40], [11, 12, 13]];
 
 describe.each(['qwen2', 'llama'] as const)('generate on %s', (name) => {
-  it.each(['cpu', 'wasm'] as const)('greedy with cache equals without cache on %s', async (backend) => {
+  it.each(['cpu', 'wasm'] as const)('greedy cached equals uncached on %s', async (backend) => {
     await initBackend({ backend });
     const model = adaptedModel(name);
     const before = tf.memory().numTensors;

@@ -84,7 +84,7 @@ describe('loadCausalLM', () => {
     model.dispose();
   });
 
-  it('rejects LoRA options that conflict with the adapter', async () => {
+  it('rejects options conflicting with adapter', async () => {
     const adapter = { rank: 3, scale: 1, targetModules: ['q_proj'], layers: [1], weights: {} };
     await expect(loadCausalLM(folder, { adapter, lora: { rank: 8, scale: 1 } })).rejects.toThrow(/conflict with the adapter/);
   });

@@ -223,7 +223,7 @@ describe('CausalLM merge', () => {
     model.dispose();
   });
 
-  it('changes the weights only where adapters sit', () => {
+  it('merges only adapted weights', () => {
     const model = withTrainedAdapter(llama);
     const before = model.getWeights();
     model.merge();
@@ -239,7 +239,7 @@ describe('CausalLM merge', () => {
     model.dispose();
   });
 
-  it('refuses training while merged', () => {
+  it('rejects training while merged', () => {
     const model = withTrainedAdapter(qwen);
     model.merge();
     const batch = { inputIds: qwen.inputs.input_ids, labels: qwen.inputs.labels, lossMask: qwen.inputs.loss_mask };
@@ -473,7 +473,7 @@ describe('CausalLM weights and ownership', () => {
     model.dispose();
   });
 
-  it('keeps two live models with the same adapter keys apart', () => {
+  it('separates live models sharing adapter keys', () => {
     const before = tf.memory().numTensors;
     const first = withTrainedAdapter(qwen);
     const second = CausalLM.fromWeights({ config: qwen.config, weights: baseWeights(qwen), lora: { rank: 4, scale: 2 } });

@@ -39,7 +39,7 @@ export interface CausalLMOptions {
    * When construction fails, nothing has been disposed.
    */
   weights: Record<string, tf.Tensor>;
-  /** LoRA adapters to add; without this option the model has no trainable parameters. */
+  /** LoRA adapters to add. Without this option the model has no trainable parameters. */
   lora?: LoraOptions;
 }
 
@@ -63,7 +63,7 @@ export interface ForwardOptions {
    * tokens as `transformers` generation does: `cumsum(mask) - 1`, and 1 at padding positions.
    */
   positionIds?: tf.Tensor2D;
-  /** Seed of the LoRA dropout masks; without it the model draws one from its own seeded generator. */
+  /** Seed of the LoRA dropout masks. Without it the model draws one from its own seeded generator. */
   dropoutSeed?: number;
   /**
    * Compute logits for the last position of each sequence only (`[batch, 1, vocab]`), as generation needs.
@@ -80,17 +80,17 @@ export interface TrainingBatch {
   labels: Int32Array | readonly (readonly number[])[];
   /** 1 where the position counts towards the loss, 0 elsewhere. */
   lossMask: Float32Array | readonly (readonly number[])[];
-  /** 1 for real tokens, 0 for padding; all ones when absent. */
+  /** 1 for real tokens and 0 for padding, all ones when absent. */
   attentionMask?: Int32Array | Float32Array | readonly (readonly number[])[];
-  /** Number of rows; required when the fields are flat arrays. */
+  /** Number of rows, required when the fields are flat arrays. */
   batchSize?: number;
-  /** Number of positions per row; required when the fields are flat arrays. */
+  /** Number of positions per row, required when the fields are flat arrays. */
   seqLength?: number;
 }
 
 /** Summed loss of a batch. */
 export interface LossResult {
-  /** Sum of the token losses; the caller owns and disposes it. */
+  /** Sum of the token losses, owned (and disposed) by the caller. */
   lossSum: tf.Scalar;
   /** Number of counted positions (the sum of the loss mask). */
   tokenCount: number;
@@ -98,7 +98,7 @@ export interface LossResult {
 
 /** Summed loss of a batch and the gradients of the LoRA parameters. */
 export interface LossAndGradients extends LossResult {
-  /** Gradient of `lossSum` per LoRA parameter, keyed by adapter key; the caller owns and disposes them. */
+  /** Gradient of `lossSum` per LoRA parameter, keyed by adapter key and owned by the caller. */
   grads: Record<string, tf.Tensor>;
 }
 
@@ -118,7 +118,7 @@ interface LoraPair {
   b: tf.Variable;
 }
 
-/** Additive attention-mask value for hidden keys; exp(-1e9 - max) is 0 in float32. */
+/** Additive attention-mask value for hidden keys, chosen because exp(-1e9 - max) is 0 in float32. */
 const MASKED = -1e9;
 
 /**
@@ -129,11 +129,11 @@ const MASKED = -1e9;
  * `model.layers.0.self_attn.q_proj.lora_a`), so tfjs optimizers, which look variables up by name,
  * find them under the names of the adapter files.
  *
- * NOTE: tfjs allows one live variable per name. When another live model already holds an adapter key,
- * this model registers its variable as `<key>#<n>` instead; {@link CausalLM.loraParameters} and the
- * gradients of {@link CausalLM.lossAndGradients} still use the adapter key, so an optimizer that looks
- * names up in the engine would update the other model. Dispose a model before building another with
- * the same adapter keys when training.
+ * NOTE: tfjs allows one live variable per name. When a variable of another live model already uses an
+ * adapter key as its name, this model registers its variable as `<key>#<n>` instead. Its
+ * {@link CausalLM.loraParameters} and the gradients of {@link CausalLM.lossAndGradients} still use the
+ * adapter key, so an optimizer that looks names up in the engine would update the other model. When
+ * training, dispose a model before building another with the same adapter keys.
  */
 export class CausalLM {
   readonly config: ModelConfig;
@@ -202,7 +202,7 @@ export class CausalLM {
 
   /**
    * Computes logits `[batch, time, vocab]` (or `[batch, 1, vocab]` with `lastPositionOnly`) for int32
-   * token ids `[batch, time]`. The caller owns the result; every intermediate tensor is disposed.
+   * token ids `[batch, time]`. The caller owns the result, and every intermediate tensor is disposed.
    */
   forward(inputIds: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
     this.assertLive();
@@ -347,7 +347,7 @@ export class CausalLM {
     }
   }
 
-  /** Returns copies of the LoRA parameters keyed by adapter key; the caller owns them. */
+  /** Returns copies of the LoRA parameters keyed by adapter key, owned by the caller. */
   getLoraWeights(): Record<string, tf.Tensor> {
     this.assertLive();
     const result: Record<string, tf.Tensor> = {};
@@ -359,7 +359,7 @@ export class CausalLM {
 
   /**
    * Folds every adapter into its base weight, `W += scale * A @ B`, so that inference runs without the
-   * LoRA branch. Training, changing the adapters or the scale is refused until {@link CausalLM.unmerge}.
+   * LoRA branch. Training and changes to the adapters or the scale raise an error until {@link CausalLM.unmerge}.
    */
   merge(): void {
     this.assertLive();
@@ -465,7 +465,7 @@ export class CausalLM {
     }
   }
 
-  /** Runs the decoder and the output projection; called inside a tf.tidy or tf.variableGrads. */
+  /** Runs the decoder and the output projection. Callers run it inside a tf.tidy or tf.variableGrads. */
   private run(ids: Int32Array, batch: number, time: number, options: RunOptions): tf.Tensor3D {
     const config = this.config;
     checkTokenIds(ids, config.vocabSize);
@@ -641,7 +641,7 @@ interface LayerContext {
   dropoutRandom: SeededRandom | null;
 }
 
-/** Returns the engine name for a variable: the adapter key, or `<key>#<n>` while another live variable holds it. */
+/** Returns the engine name for a variable: the adapter key, or `<key>#<n>` while another live variable uses the key. */
 function engineName(key: string): string {
   const registered = tf.engine().registeredVariables;
   if (registered[key] === undefined) {
@@ -840,7 +840,9 @@ function prepareBatch(batch: TrainingBatch): PreparedBatch {
 }
 
 function batchShapeError(name: string, actual: string, rows: number, columns: number): ShapeError {
-  return new ShapeError('MODEL_INVALID_BATCH', `Batch field ${name} has ${actual}, but the batch is [${rows}, ${columns}].`, {
-    details: { field: name, rows, columns },
-  });
+  return new ShapeError(
+    'MODEL_INVALID_BATCH',
+    `Batch field ${name} has ${actual}, but the batch is [${rows}, ${columns}]. Give every field the shape of inputIds.`,
+    { details: { field: name, rows, columns } },
+  );
 }

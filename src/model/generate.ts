@@ -16,28 +16,28 @@ export interface GenerateOptions {
    */
   maxNewTokens?: number;
   /**
-   * Softmax temperature; 0 picks the most likely token (greedy decoding).
+   * Softmax temperature. 0 picks the most likely token (greedy decoding).
    * @default 0
    */
   temperature?: number;
   /**
-   * Sample only from the `topK` most likely tokens; 0 disables the filter.
+   * Sample only from the `topK` most likely tokens. 0 disables the filter.
    * @default 0
    */
   topK?: number;
   /**
-   * Sample only from the smallest set of most likely tokens whose probabilities sum to at least `topP`;
+   * Sample only from the smallest set of most likely tokens whose probabilities sum to at least `topP`.
    * 1 disables the filter.
    * @default 1
    */
   topP?: number;
   /**
-   * Tokens that end a sequence; the stop token is included in the output.
+   * Tokens that end a sequence. The stop token is included in the output.
    * @default the model config's `eos_token_id`, or none
    */
   stopTokenIds?: readonly number[];
   /**
-   * Seed of the sampling generator; the same seed, prompts and model give the same tokens.
+   * Seed of the sampling generator. The same seed, prompts and model give the same tokens.
    * @default 0
    */
   seed?: number;
@@ -48,14 +48,14 @@ export interface GenerateOptions {
    */
   useCache?: boolean;
   /**
-   * Token id placed at padding positions (left padding of shorter prompts, and the slots of finished
-   * sequences); the attention mask hides them, so any valid id works.
+   * Token id placed at padding positions: the left padding of shorter prompts and the slots of finished
+   * sequences. The attention mask hides them, so any valid id works.
    * @default 0
    */
   padTokenId?: number;
 }
 
-/** Generates tokens for each prompt; see {@link CausalLM.generate}. */
+/** Generates tokens for each prompt, as described at {@link CausalLM.generate}. */
 export function generateTokens(
   model: CausalLM,
   promptIds: readonly number[] | readonly (readonly number[])[],

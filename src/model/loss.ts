@@ -9,7 +9,7 @@ import { ShapeError } from '../errors.js';
 export interface MaskedCrossEntropy {
   /** Sum over counted positions of `-log softmax(logits)[label]`, weighted by the loss mask. */
   sum: tf.Scalar;
-  /** Sum of the loss mask: the number of counted positions for a 0/1 mask. */
+  /** Sum of the loss mask, which is the number of counted positions for a 0/1 mask. */
   tokenCount: number;
 }
 
@@ -74,13 +74,14 @@ function crossEntropySum(logits: tf.Tensor2D, labels: tf.Tensor1D, maskColumn: t
     const value = tf.sum(tf.mul(tf.sub(logSumExp, picked), tf.reshape(maskColumn, [-1])));
     return {
       value,
-      gradFunc: (dy, saved) => {
-        const [savedProbabilities, savedLabels, savedMask] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D];
-        // NOTE: tfjs 4.22's wasm OneHot writes the integer bit pattern into float32 outputs, so the
-        // one-hot matrix is built as int32 and cast.
-        const target = tf.cast(tf.oneHot(savedLabels, vocab), 'float32');
-        return tf.mul(tf.mul(tf.sub(savedProbabilities, target), savedMask), dy);
-      },
+      gradFunc: (dy, saved) =>
+        tf.tidy(() => {
+          const [savedProbabilities, savedLabels, savedMask] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D];
+          // NOTE: tfjs 4.22's wasm OneHot writes the integer bit pattern into float32 outputs, so the
+          // one-hot matrix is built as int32 and cast.
+          const target = tf.cast(tf.oneHot(savedLabels, vocab), 'float32');
+          return tf.mul(tf.mul(tf.sub(savedProbabilities, target), savedMask), dy);
+        }),
     };
   });
   return op(logits) as tf.Scalar;

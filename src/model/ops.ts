@@ -4,9 +4,14 @@
  * Hand-written gradients serve two purposes. They compute only what LoRA training needs: no gradient
  * for frozen weights, and no input gradient where nothing trainable lies upstream (the caller passes
  * that knowledge in as flags). They also keep every matrix product in the one form that the wasm
- * backend runs through XNNPACK, `a @ b` with neither operand transposed and no batch dimension:
- * tfjs 4.22's wasm `BatchMatMul` falls back to a scalar loop about ten times slower for anything else,
- * so transposes are materialised explicitly there and batched products are split per batch entry.
+ * backend runs through XNNPACK: `a @ b` with neither operand transposed and no batch dimension.
+ * For anything else tfjs 4.22's wasm `BatchMatMul` falls back to a scalar loop that ran about ten
+ * times slower in bench/model.bench.ts. So on wasm, transposes are made explicitly and batched
+ * products are split per batch entry.
+ *
+ * Each gradient function runs in its own tf.tidy: tfjs calls custom gradient functions outside any
+ * scope, so their temporaries (such as transposed weights) would otherwise live until the whole
+ * backward pass ends.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -108,7 +113,7 @@ export function linear(
     // The gradient needs only the frozen weight, which the model owns, so nothing is saved.
     const op = tf.customGrad((input) => ({
       value: base(),
-      gradFunc: (dy) => matMulTransposeB(dy as tf.Tensor2D, weight),
+      gradFunc: (dy) => tf.tidy(() => matMulTransposeB(dy as tf.Tensor2D, weight)),
     }));
     return op(x) as tf.Tensor2D;
   }
@@ -159,14 +164,14 @@ function loraLinear(
 
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
     value: forward(args[args.length - 1] as tf.GradSaveFunc),
-    gradFunc: (dy, saved) => gradients(dy as tf.Tensor2D, saved),
+    gradFunc: (dy, saved) => tf.tidy(() => gradients(dy as tf.Tensor2D, saved)),
   }));
   return (inputNeedsGradient ? op(x, lora.a, lora.b) : op(lora.a, lora.b)) as tf.Tensor2D;
 }
 
 /**
  * Applies RMSNorm over the last axis in float32: `x * rsqrt(mean(x^2) + epsilon) * weight`.
- * The gradient flows to `x` only; `weight` is frozen.
+ * The gradient flows to `x` only, because `weight` is frozen.
  */
 export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor1D, epsilon: number): tf.Tensor2D {
   const op = tf.customGrad((input, save) => {
@@ -176,12 +181,13 @@ export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor1D, epsilon: number): t
     return {
       value: tf.mul(normalized, weight),
       // With n = x * r and g = dy * weight: dx = r * (g - n * mean(g * n)).
-      gradFunc: (dy, saved) => {
-        const [savedNormalized, savedInverseRms] = saved as [tf.Tensor, tf.Tensor];
-        const scaled = tf.mul(dy, weight);
-        const projection = tf.mean(tf.mul(scaled, savedNormalized), -1, true);
-        return tf.mul(tf.sub(scaled, tf.mul(savedNormalized, projection)), savedInverseRms);
-      },
+      gradFunc: (dy, saved) =>
+        tf.tidy(() => {
+          const [savedNormalized, savedInverseRms] = saved as [tf.Tensor, tf.Tensor];
+          const scaled = tf.mul(dy, weight);
+          const projection = tf.mean(tf.mul(scaled, savedNormalized), -1, true);
+          return tf.mul(tf.sub(scaled, tf.mul(savedNormalized, projection)), savedInverseRms);
+        }),
     };
   });
   return op(x) as tf.Tensor2D;
@@ -207,16 +213,17 @@ export function applyRotary(
     return {
       value: tf.add(tf.mul(x, cos), tf.mul(rotate(x), sin)),
       // R is a signed permutation with R^T = -R, so dx = dy * cos - (dy * sin) @ R.
-      gradFunc: (dy, saved) => {
-        const [savedCos, savedSin] = saved as [tf.Tensor, tf.Tensor];
-        return tf.sub(tf.mul(dy, savedCos), rotate(tf.mul(dy, savedSin)));
-      },
+      gradFunc: (dy, saved) =>
+        tf.tidy(() => {
+          const [savedCos, savedSin] = saved as [tf.Tensor, tf.Tensor];
+          return tf.sub(tf.mul(dy, savedCos), rotate(tf.mul(dy, savedSin)));
+        }),
     };
   });
   return op(x) as tf.Tensor4D;
 }
 
-/** Which inputs of {@link attention} need a gradient. */
+/** Flags for the inputs of {@link attention} that need a gradient. */
 export interface AttentionGradientFlags {
   query: boolean;
   key: boolean;
@@ -226,8 +233,8 @@ export interface AttentionGradientFlags {
 /**
  * Computes scaled dot-product attention with grouped-query heads.
  *
- * `query` is `[batch, heads, time, headDim]`; `key` and `value` are `[batch, kvHeads, keyTime, headDim]`;
- * query head `h` reads key/value head `floor(h / (heads / kvHeads))`, as `repeat_kv` in `transformers`.
+ * `query` is `[batch, heads, time, headDim]`, and `key` and `value` are `[batch, kvHeads, keyTime, headDim]`.
+ * Query head `h` reads key/value head `floor(h / (heads / kvHeads))`, as `repeat_kv` in `transformers`.
  * `mask` is additive, `[batch or 1, 1, time, keyTime]`, with 0 where a key is visible and a large
  * negative number elsewhere. Returns `[batch, heads, time, headDim]`.
  */
@@ -289,15 +296,16 @@ export function attention(
   const inputs = { query, key, value };
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
     value: forward(args[args.length - 1] as tf.GradSaveFunc),
-    gradFunc: (dy, saved) => {
-      const result = gradients(dy, saved);
-      return names.map((name) => result[name] as tf.Tensor);
-    },
+    gradFunc: (dy, saved) =>
+      tf.tidy(() => {
+        const result = gradients(dy, saved);
+        return names.map((name) => result[name] as tf.Tensor);
+      }),
   }));
   return op(...names.map((name) => inputs[name])) as tf.Tensor4D;
 }
 
-/** Which inputs of {@link swiGlu} need a gradient. */
+/** Flags for the inputs of {@link swiGlu} that need a gradient. */
 export interface SwiGluGradientFlags {
   gate: boolean;
   up: boolean;
@@ -327,7 +335,7 @@ export function swiGlu(gate: tf.Tensor2D, up: tf.Tensor2D, needsGradient: SwiGlu
         gate: () => tf.mul(tf.mul(dy, savedUp), tf.add(sigmoid, tf.mul(activated, tf.sub(1, sigmoid)))),
         up: () => tf.mul(dy, activated),
       };
-      return names.map((name) => grads[name]());
+      return tf.tidy(() => names.map((name) => grads[name]()));
     },
   }));
   return op(...names.map((name) => inputs[name])) as tf.Tensor2D;
@@ -349,7 +357,8 @@ export function outputProjection(
   }
   const op = tf.customGrad((input) => ({
     value: tf.matMul(hidden, headTransposed),
-    gradFunc: (dy) => (head === null ? matMulTransposeB(dy as tf.Tensor2D, headTransposed) : tf.matMul(dy as tf.Tensor2D, head)),
+    gradFunc: (dy) =>
+      tf.tidy(() => (head === null ? matMulTransposeB(dy as tf.Tensor2D, headTransposed) : tf.matMul(dy as tf.Tensor2D, head))),
   }));
   return op(hidden) as tf.Tensor2D;
 }

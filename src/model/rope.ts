@@ -122,7 +122,7 @@ export class RotaryTables {
     return [this.cosTable as tf.Tensor2D, this.sinTable as tf.Tensor2D];
   }
 
-  /** The `[headDim, headDim]` matrix `R` with `x @ R = rotate_half(x)`; see {@link rotateHalfMatrix}. */
+  /** The `[headDim, headDim]` matrix `R` with `x @ R = rotate_half(x)`, built by {@link rotateHalfMatrix}. */
   get rotateHalf(): tf.Tensor2D {
     return this.rotation;
   }
@@ -168,7 +168,7 @@ export class RotaryTables {
 
 /**
  * Builds the `[dim, dim]` matrix `R` with `x @ R = rotate_half(x) = cat(-x2, x1)`. Each column has one
- * entry of +1 or -1, so the product is exact; on the wasm backend a matrix product with a constant
+ * entry of +1 or -1, so the product is exact. On the wasm backend a matrix product with a constant
  * right operand is much faster than slicing the last axis into halves.
  */
 export function rotateHalfMatrix(dim: number): tf.Tensor2D {

@@ -6,11 +6,11 @@ import type { SeededRandom } from './random.js';
 
 /** Sampling settings of {@link sampleToken}. */
 export interface SamplingOptions {
-  /** Softmax temperature; 0 picks the most likely token. */
+  /** Softmax temperature. 0 picks the most likely token. */
   temperature: number;
-  /** Keep only the `topK` most likely tokens (ties with the k-th kept too); 0 keeps all. */
+  /** Keep only the `topK` most likely tokens, and the tokens tied with the k-th. 0 keeps all. */
   topK: number;
-  /** Keep the smallest set of most likely tokens whose probabilities sum to at least `topP`; 1 keeps all. */
+  /** Keep the smallest set of most likely tokens whose probabilities sum to at least `topP`. 1 keeps all. */
   topP: number;
 }
 
@@ -34,7 +34,7 @@ export function sampleToken(logits: ArrayLike<number>, options: SamplingOptions,
     return argMax(logits);
   }
 
-  // Candidates sorted by logit, highest first; ties keep the lower token id first.
+  // Candidates sorted by logit, highest first, and by token id among equal logits.
   const order = Array.from({ length: logits.length }, (_, i) => i);
   order.sort((a, b) => (logits[b] as number) - (logits[a] as number) || a - b);
 
@@ -59,15 +59,15 @@ export function sampleToken(logits: ArrayLike<number>, options: SamplingOptions,
   if (options.topP < 1) {
     // Keep tokens until the cumulative probability reaches topP, the token that crosses it included.
     let cumulative = 0;
-    let kept = 0;
-    while (kept < count) {
-      cumulative += (weights[kept] as number) / total;
-      kept++;
+    let nucleusSize = 0;
+    while (nucleusSize < count) {
+      cumulative += (weights[nucleusSize] as number) / total;
+      nucleusSize++;
       if (cumulative >= options.topP) {
         break;
       }
     }
-    count = kept;
+    count = nucleusSize;
     total = 0;
     for (let i = 0; i < count; i++) {
       total += weights[i] as number;

@@ -84,9 +84,9 @@ export function buildDecoderWeights(config: ModelConfig, weights: Record<string,
   };
 
   // Dispose what the decoder does not keep: the [out, in] originals and the ignored names.
-  const kept = new Set<tf.Tensor>(decoderTensors(decoder));
+  const keptTensors = new Set<tf.Tensor>(decoderTensors(decoder));
   for (const tensor of Object.values(weights)) {
-    if (!kept.has(tensor) && !tensor.isDisposed) {
+    if (!keptTensors.has(tensor) && !tensor.isDisposed) {
       tensor.dispose();
     }
   }
@@ -180,8 +180,8 @@ function checkWeights(config: ModelConfig, weights: Record<string, tf.Tensor>, e
   const problems: string[] = [];
   const list = (label: string, names: string[]): void => {
     if (names.length > 0) {
-      const shown = names.slice(0, 8).join('; ');
-      problems.push(`${label} (${names.length}): ${shown}${names.length > 8 ? '; ...' : ''}`);
+      const listed = names.slice(0, 8).join('; ');
+      problems.push(`${label} (${names.length}): ${listed}${names.length > 8 ? '; ...' : ''}`);
     }
   };
   list('missing', missing);
