@@ -283,8 +283,13 @@ describe('NestedLoRATrainer', () => {
 
     const target = new NestedLoRATrainer(config('rank-2', { numSteps: 2, loraRank: 2, loraAlpha: 4 }));
     await target.setup();
-    await expect(target.loadCheckpoint(done.finalCheckpointPath)).rejects.toThrow(/LoRA weights do not match|wrong shape/);
+    await expect(target.loadCheckpoint(done.finalCheckpointPath)).rejects.toThrow(ShapeError);
     await expect(target.loadCheckpoint(join(root, 'missing'))).rejects.toThrow(FileFormatError);
+
+    // A rejected checkpoint leaves the trainer as it was: it trains from step 0.
+    expect(target.resumedFromCheckpoint).toBeUndefined();
+    const trained = await target.train();
+    expect(trained.step).toBe(2);
     target.dispose();
   });
 });

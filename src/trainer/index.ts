@@ -8,9 +8,10 @@ export type {
   CheckpointFileEvent,
   NestedLoRATrainerOptions,
   SaveCheckpointOptions,
-  TrainerDatasets,
   TrainOptions,
 } from './trainer.js';
+export type { TrainerDatasets } from './data-setup.js';
+export type { TrainingProgress } from './progress.js';
 export { runOptimizerStep } from './optimizer-step.js';
 export type { ComputeGradients, MicroBatchGradients, OptimizerStepOptions, OptimizerStepResult } from './optimizer-step.js';
 export { evaluateLoss } from './evaluation.js';

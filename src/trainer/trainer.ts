@@ -15,15 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 import { convertAdapter, type LoraAdapter } from '../adapters/index.js';
 import { initBackend, type BackendName } from '../backend/index.js';
 import { NestedLearningConfig, type NestedLearningConfigInput } from '../config/index.js';
-import {
-  BatchIterator,
-  evalBatches,
-  loadDataset,
-  loadTokenizer,
-  type Batch,
-  type Dataset,
-  type Tokenizer,
-} from '../data/index.js';
+import type { Batch, BatchIterator, Dataset, Tokenizer } from '../data/index.js';
 import { ArgumentError, ConfigError, NestedLearningError, TrainingError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { LORA_MODULE_PATHS, type CausalLM, type LoraTargetModule } from '../model/index.js';
@@ -37,6 +29,7 @@ import {
   writeCheckpointFiles,
   type CheckpointSnapshot,
 } from './checkpoint-files.js';
+import { createEvaluationBatches, createTrainIterator, loadTrainerDatasets, type TrainerDatasets } from './data-setup.js';
 import { evaluateLoss } from './evaluation.js';
 import { loadTrainingModel } from './model-loading.js';
 import {
@@ -53,18 +46,16 @@ import { ExperimentFolder, periodicCheckpointName } from './experiment.js';
 import { createLearningRateSchedule, type LearningRateSchedule } from './lr-schedule.js';
 import { MetricsFileWriter, type EvalMetricsRecord, type TierStatsRecord, type TrainMetricsRecord } from './metrics.js';
 import { runOptimizerStep, type ComputeGradients } from './optimizer-step.js';
+import {
+  buildCheckpointMetadata,
+  buildTrainerState,
+  freshProgress,
+  progressFromTrainerState,
+  scheduleDiffers,
+  type TrainingProgress,
+} from './progress.js';
 import { dropoutSeed } from './seeds.js';
-import { CHECKPOINT_FORMAT_VERSION, type CheckpointMetadata, type TrainerState } from './state.js';
-import { LIBRARY_VERSION } from './version.js';
-
-/** Datasets given to the trainer instead of the files named in the configuration. */
-export interface TrainerDatasets {
-  train: Dataset;
-  /** Validation set; without it there is no validation loss, best checkpoint or early stopping. */
-  validation?: Dataset;
-  /** Data of the old domain; without it forgetting is not measured. */
-  retain?: Dataset;
-}
+import type { TrainerState } from './state.js';
 
 /** What {@link NestedLoRATrainerOptions.onCheckpointFileWritten} receives. */
 export interface CheckpointFileEvent {
@@ -116,19 +107,6 @@ export interface SaveCheckpointOptions {
 
 type Phase = 'created' | 'settingUp' | 'ready' | 'training' | 'finished' | 'failed' | 'disposed';
 
-/** Counters and early-stopping state that checkpoints carry. */
-interface Progress {
-  step: number;
-  trainedTokens: number;
-  elapsedTime: number;
-  skippedSteps: number;
-  consecutiveNonFinite: number;
-  bestValLoss: number | undefined;
-  bestStep: number | undefined;
-  evaluationsWithoutImprovement: number;
-  retainBaseline: number | undefined;
-}
-
 interface MetricsWriters {
   train: MetricsFileWriter;
   eval: MetricsFileWriter;
@@ -155,7 +133,6 @@ export class NestedLoRATrainer {
   private experiment!: ExperimentFolder;
   private modelInstance!: CausalLM;
   private ownsModel = false;
-  private tokenizerInstance: Tokenizer | undefined;
   private trainDataset!: Dataset;
   private trainIterator!: BatchIterator;
   private validationBatches: Batch[] = [];
@@ -164,17 +141,7 @@ export class NestedLoRATrainer {
   private optimizer!: NestedAdam;
   private schedule!: LearningRateSchedule;
   private calibration: CalibrationResult | undefined;
-  private progress: Progress = {
-    step: 0,
-    trainedTokens: 0,
-    elapsedTime: 0,
-    skippedSteps: 0,
-    consecutiveNonFinite: 0,
-    bestValLoss: undefined,
-    bestStep: undefined,
-    evaluationsWithoutImprovement: 0,
-    retainBaseline: undefined,
-  };
+  private progress: TrainingProgress = freshProgress();
 
   constructor(config: NestedLearningConfigInput | NestedLearningConfig, options: NestedLoRATrainerOptions = {}) {
     this.config = NestedLearningConfig.parse(config);
@@ -321,6 +288,7 @@ export class NestedLoRATrainer {
   async loadCheckpoint(path: string): Promise<void> {
     this.requirePhase(['ready'], 'load a checkpoint');
     const checkpoint = await readCheckpointFiles(path);
+    let optimizer: NestedAdam | undefined;
     try {
       const state = checkpoint.trainerState;
       if (state.optimizerStep !== checkpoint.optimizerState.step) {
@@ -332,34 +300,31 @@ export class NestedLoRATrainer {
         );
       }
 
-      // The tier map comes first: the optimizer state is laid out by tier.
-      const savedTierMap = normalizeTierMap(state.tierAssignments, {
+      // Everything is restored into new objects first, each of which checks its input, so a
+      // checkpoint that does not fit leaves the trainer as it was. The tier map comes before the
+      // optimizer state, which is laid out by tier.
+      const tierMap = normalizeTierMap(state.tierAssignments, {
         parameters: this.loraShapes(),
         frequencies: this.config.tierUpdateFrequencies,
       });
-      if (!sameAssignments(savedTierMap, this.tierMap) || this.optimizer.step > 0) {
-        this.installTierMap(savedTierMap);
-      }
+      optimizer = this.createOptimizer(tierMap);
+      optimizer.setState(checkpoint.optimizerState);
+      const trainIterator = createTrainIterator(this.trainDataset, this.config);
+      trainIterator.restore(state.trainData);
 
+      // setLoraWeights checks every name and shape before it assigns anything.
       this.modelInstance.setLoraWeights(checkpoint.adapter.weights, checkpoint.adapter.scale);
-      this.optimizer.setState(checkpoint.optimizerState);
-      this.trainIterator.restore(state.trainData);
-      this.checkSchedule(state, path);
-
-      this.progress = {
-        step: state.step,
-        trainedTokens: state.trainedTokens,
-        elapsedTime: state.elapsedTime,
-        skippedSteps: state.nonFinite.skippedSteps,
-        consecutiveNonFinite: state.nonFinite.consecutive,
-        bestValLoss: state.earlyStopping.bestValLoss,
-        bestStep: state.earlyStopping.bestStep,
-        evaluationsWithoutImprovement: state.earlyStopping.evaluationsWithoutImprovement,
-        retainBaseline: state.retainBaseline,
-      };
+      this.optimizer.dispose();
+      this.optimizer = optimizer;
+      optimizer = undefined;
+      this.tierMap = tierMap;
+      this.trainIterator = trainIterator;
+      this.progress = progressFromTrainerState(state);
       this.calibration =
         state.calibration === undefined ? undefined : { statistics: state.calibration, batches: 0, skippedBatches: 0 };
+      this.checkSchedule(state, path);
     } finally {
+      optimizer?.dispose();
       disposeCheckpoint(checkpoint);
     }
 
@@ -706,54 +671,26 @@ export class NestedLoRATrainer {
       throw error;
     }
 
-    const progress = this.progress;
-    const trainerState: TrainerState = {
-      format: CHECKPOINT_FORMAT_VERSION,
-      step: progress.step,
+    const trainerState = buildTrainerState({
+      config: this.config,
+      progress: this.progress,
       optimizerStep: this.optimizer.step,
       trainData: this.trainIterator.state(),
-      random: { seed: this.config.seed },
-      schedule: {
-        schedule: this.config.lrSchedule,
-        learningRate: this.config.learningRate,
-        warmupSteps: this.config.warmupSteps,
-        totalSteps: this.config.numSteps,
-        minLearningRate: this.config.minLearningRate,
-        nextStep: progress.step + 1,
-      },
-      earlyStopping: {
-        bestValLoss: progress.bestValLoss,
-        bestStep: progress.bestStep,
-        evaluationsWithoutImprovement: progress.evaluationsWithoutImprovement,
-      },
-      nonFinite: { skippedSteps: progress.skippedSteps, consecutive: progress.consecutiveNonFinite },
-      retainBaseline: progress.retainBaseline,
-      trainedTokens: progress.trainedTokens,
-      elapsedTime: progress.elapsedTime,
-      tierAssignments: { ...this.tierMap.assignments },
-      calibration: this.calibration?.statistics,
-    };
-
-    const metadata: CheckpointMetadata = {
-      format: CHECKPOINT_FORMAT_VERSION,
+      tierAssignments: this.tierMap.assignments,
+      calibration: this.calibration,
+    });
+    const metadata = buildCheckpointMetadata({
+      config: this.config,
+      snakeCaseConfig: NestedLearningConfig.toSnakeCase(this.config),
+      progress: this.progress,
+      optimizerStep: this.optimizer.step,
       name,
       kind,
-      step: progress.step,
-      optimizerStep: this.optimizer.step,
-      isBest: kind === 'best',
-      isFinal: kind === 'final',
       stopped,
       stopReason,
-      bestValLoss: progress.bestValLoss,
-      bestStep: progress.bestStep,
       tierStats: this.tierStats(),
-      elapsedTime: progress.elapsedTime,
-      timestamp: new Date().toISOString(),
-      libraryVersion: LIBRARY_VERSION,
       backend: this.backendName,
-      experimentName: this.config.experimentName,
-      config: NestedLearningConfig.toSnakeCase(this.config),
-    };
+    });
 
     return { adapter, numHiddenLayers: this.modelInstance.config.numHiddenLayers, optimizerState, trainerState, metadata };
   }
@@ -770,18 +707,10 @@ export class NestedLoRATrainer {
   }
 
   private checkSchedule(state: TrainerState, path: string): void {
-    const saved = state.schedule;
-    const current = this.config;
-    const changed =
-      saved.schedule !== current.lrSchedule ||
-      saved.learningRate !== current.learningRate ||
-      saved.warmupSteps !== current.warmupSteps ||
-      saved.totalSteps !== current.numSteps ||
-      saved.minLearningRate !== current.minLearningRate;
-    if (changed) {
+    if (scheduleDiffers(state, this.config)) {
       this.logger.warn(
         `The learning-rate schedule differs from the one checkpoint ${path} was trained with; the configured one applies from step ${state.step + 1}.`,
-        { saved, checkpoint: path },
+        { saved: state.schedule, checkpoint: path },
       );
     }
   }
@@ -823,49 +752,17 @@ export class NestedLoRATrainer {
   }
 
   private async prepareData(): Promise<void> {
-    const datasets = this.options.datasets ?? (await this.loadDatasets());
-    const config = this.config;
-
+    const datasets = this.options.datasets ?? (await loadTrainerDatasets(this.config, this.options.tokenizer, this.logger));
     this.trainDataset = datasets.train;
-    this.trainIterator = new BatchIterator(datasets.train, {
-      batchSize: config.batchSize,
-      seed: config.seed,
-      sortByLength: config.sortByLength,
-      dropLast: config.dropLastBatch,
-    });
-    const maxBatches = config.evalBatches === -1 ? undefined : config.evalBatches;
-    this.validationBatches = datasets.validation === undefined ? [] : evalBatches(datasets.validation, { batchSize: config.batchSize, maxBatches });
-    this.retainBatches = datasets.retain === undefined ? [] : evalBatches(datasets.retain, { batchSize: config.batchSize, maxBatches });
+    this.trainIterator = createTrainIterator(datasets.train, this.config);
+    this.validationBatches = createEvaluationBatches(datasets.validation, this.config);
+    this.retainBatches = createEvaluationBatches(datasets.retain, this.config);
 
-    if (config.earlyStop && this.validationBatches.length === 0) {
+    if (this.config.earlyStop && this.validationBatches.length === 0) {
       throw new ConfigError('CONFIG_INVALID', 'earlyStop needs validation data: set valDataPath, or turn earlyStop off.', {
         details: { earlyStop: true },
       });
     }
-  }
-
-  private async loadDatasets(): Promise<TrainerDatasets> {
-    const config = this.config;
-    const tokenizer = this.options.tokenizer ?? this.tokenizerInstance ?? (await loadTokenizer(config.baseModelPath));
-    this.tokenizerInstance = tokenizer;
-    const options = {
-      tokenizer,
-      maxSeqLength: config.maxSeqLength,
-      maskPrompt: config.maskPrompt,
-      promptField: config.promptField,
-      completionField: config.completionField,
-      onInvalidLine: config.onInvalidLine,
-    };
-
-    const train = await loadDataset(config.trainDataPath, options);
-    const validation = config.valDataPath === undefined ? undefined : await loadDataset(config.valDataPath, options);
-    const retain = config.retainDataPath === undefined ? undefined : await loadDataset(config.retainDataPath, options);
-    for (const [role, dataset] of [['train', train], ['validation', validation], ['retain', retain]] as const) {
-      if (dataset !== undefined) {
-        this.logger.info(`Loaded ${role} data from ${dataset.source}: ${dataset.stats.samples} samples.`, { role, ...dataset.stats });
-      }
-    }
-    return { train, ...(validation === undefined ? {} : { validation }), ...(retain === undefined ? {} : { retain }) };
   }
 
   private assignTiers(): TierMap {
@@ -876,12 +773,7 @@ export class NestedLoRATrainer {
     }
 
     // Calibration batches come from their own iterator, so the training order is unchanged.
-    const iterator = new BatchIterator(this.trainDataset, {
-      batchSize: this.config.batchSize,
-      seed: this.config.seed,
-      sortByLength: this.config.sortByLength,
-      dropLast: this.config.dropLastBatch,
-    });
+    const iterator = createTrainIterator(this.trainDataset, this.config);
     const batches = Array.from({ length: this.config.importanceCalibrationBatches }, () => iterator.nextBatch());
     this.calibration = calibrateImportance(batches, (batch) => this.modelInstance.lossAndGradients(batch, { training: false }));
     this.logger.info(
@@ -892,13 +784,20 @@ export class NestedLoRATrainer {
   }
 
   private installTierMap(tierMap: TierMap): void {
+    const optimizer = this.createOptimizer(tierMap);
+    this.optimizer?.dispose();
+    this.optimizer = optimizer;
+    this.tierMap = tierMap;
+  }
+
+  private createOptimizer(tierMap: TierMap): NestedAdam {
     const config = this.config;
     const tiers = config.tierUpdateFrequencies.map((frequency, tier) => ({
       frequency,
       learningRateScale: config.tierLearningRateScales?.[tier] ?? 1,
       weightDecay: config.tierWeightDecays?.[tier] ?? config.weightDecay,
     }));
-    const optimizer = new NestedAdam({
+    return new NestedAdam({
       learningRate: config.learningRate,
       beta1: config.beta1,
       beta2: config.beta2,
@@ -909,9 +808,6 @@ export class NestedLoRATrainer {
       inactiveGradients: config.inactiveGradients,
       logger: this.logger,
     });
-    this.optimizer?.dispose();
-    this.optimizer = optimizer;
-    this.tierMap = tierMap;
   }
 
   private loraShapes(): Map<string, number[]> {
@@ -950,7 +846,3 @@ export class NestedLoRATrainer {
   }
 }
 
-function sameAssignments(left: TierMap, right: TierMap): boolean {
-  const leftEntries = Object.entries(left.assignments);
-  return leftEntries.length === Object.keys(right.assignments).length && leftEntries.every(([name, tier]) => right.assignments[name] === tier);
-}
