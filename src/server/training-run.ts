@@ -28,7 +28,7 @@ export interface RunSnapshot {
   phase: RunPhase | null;
   experimentName: string | null;
   experimentPath: string | null;
-  /** Last optimizer step taken (0 before the first step). */
+  /** Last optimizer step taken: 0 before the first step, or the checkpoint's step when resuming. */
   currentStep: number;
   /** Steps the run trains for (`numSteps`). */
   totalSteps: number | null;
@@ -81,6 +81,8 @@ export class TrainingRunSupervisor {
   private experimentName: string | null = null;
   private experimentPath: string | null = null;
   private totalSteps: number | null = null;
+  /** Step the run continues from: 0 for a new run, the checkpoint's step when resuming. */
+  private startStep = 0;
   private startedAt: Date | null = null;
   private finishedAt: Date | null = null;
   private train: TrainMetricsRecord[] = [];
@@ -220,6 +222,7 @@ export class TrainingRunSupervisor {
     this.experimentName = config.experimentName;
     this.experimentPath = experimentPath;
     this.totalSteps = config.numSteps;
+    this.startStep = 0;
     this.startedAt = new Date();
     this.finishedAt = null;
     this.train = [];
@@ -238,6 +241,7 @@ export class TrainingRunSupervisor {
         this.phase = 'training';
         this.experimentPath = message.experimentPath;
         this.totalSteps = message.totalSteps;
+        this.startStep = message.startStep;
         this.logger.info({ experiment: this.experimentName, startStep: message.startStep }, 'Training set up');
         this.emitStatus();
         return;
@@ -340,7 +344,7 @@ export class TrainingRunSupervisor {
   }
 
   private currentStep(): number {
-    return this.train.at(-1)?.step ?? 0;
+    return this.train.at(-1)?.step ?? this.startStep;
   }
 
   private bestValLoss(): number | null {

@@ -25,6 +25,11 @@ process.on('message', (message: ParentMessage) => {
 // The server going away (its process ended) stops the run the same way a stop request does.
 process.on('disconnect', () => controller.abort());
 
+// Ctrl-C in a terminal signals the whole process group. The server decides what happens to the
+// run (it sends `stop` when it closes), so the signal must not kill this process mid-checkpoint.
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => controller.abort());
+
 async function run(configInput: NestedLearningConfig): Promise<void> {
   const tensorsBeforeSetup = tf.memory().numTensors;
   let trainer: NestedLoRATrainer | undefined;
@@ -48,7 +53,7 @@ async function run(configInput: NestedLearningConfig): Promise<void> {
     process.exitCode = 1;
   }
 
-  // Tensors left after dispose() are a leak of the library; the server logs and reports the count.
+  // Tensors left after dispose() are a leak of the library. The server logs and reports the count.
   try {
     trainer?.dispose();
   } catch (error) {
