@@ -158,6 +158,30 @@ describe('POST /nested-learning/stop', () => {
   });
 });
 
+describe('GET /nested-learning/events', () => {
+  it('sends the status first', async () => {
+    const app = makeServer();
+    const response = await app.inject({ method: 'GET', url: '/nested-learning/events', payloadAsStream: true });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toContain('text/event-stream');
+    expect(response.headers['cache-control']).toContain('no-cache');
+
+    const first = await new Promise<string>((resolve) => {
+      response.stream().once('data', (chunk: Buffer) => resolve(chunk.toString()));
+    });
+    expect(first).toMatch(/^id: 1\nevent: status\ndata: /);
+    expect(first.endsWith('\n\n')).toBe(true);
+    expect(JSON.parse(first.split('data: ')[1] as string)).toMatchObject({ status: 'idle', experimentName: null });
+    // Closing the server ends the open stream (afterEach closes it).
+  });
+
+  it('requires the token like the other endpoints', async () => {
+    const app = makeServer({ token: 'test-token-0123456789abcdef' });
+    const response = await app.inject({ method: 'GET', url: '/nested-learning/events' });
+    expect(response.statusCode).toBe(401);
+  });
+});
+
 describe('GET /nested-learning/tier-info', () => {
   it('derives presets and schedules from the library', async () => {
     const response = await makeServer().inject({ method: 'GET', url: '/nested-learning/tier-info' });
