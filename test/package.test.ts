@@ -54,7 +54,7 @@ describe('built package', () => {
       `import { NestedAdam } from 'nested-learning';`,
       `await tf.setBackend('cpu');`,
       `const w = tf.variable(tf.tensor1d([1, 2]), true, 'w');`,
-      `const opt = new NestedAdam({ learningRate: 0.1, tierUpdateFrequencies: [1], tierMap: { w: 0 } });`,
+      `const opt = new NestedAdam({ learningRate: 0.1, weightDecay: 0, tierUpdateFrequencies: [1], tierMap: { w: 0 } });`,
       `opt.applyGradients({ w: tf.tensor1d([1, -1]) });`,
       `console.log(JSON.stringify(Array.from(w.dataSync())));`,
     ].join('\n');
