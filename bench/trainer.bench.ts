@@ -2,10 +2,10 @@
  * Tokens per second of NestedLoRATrainer against a minimal hand-written tfjs LoRA loop, on the
  * tfjs wasm backend.
  *
- * All three candidates train the same randomly initialised Qwen2-shaped model (hidden 256, 4
- * layers, 4 heads of 64 with 2 key/value heads, intermediate 688, vocabulary 2000, LoRA rank 8 on
- * all seven projections of every layer) on the same batches (4 rows of 128 tokens, every position a
- * target), in the same order:
+ * All three candidates train the same randomly initialised Qwen2-shaped model: hidden 256, 4
+ * layers, 4 heads of 64 with 2 key/value heads, intermediate 688, vocabulary 2000, and LoRA rank 8
+ * on all seven projections of every layer. They see the same batches in the same order: 4 rows of
+ * 128 tokens, every position after the first a target. The candidates:
  *
  * - `hand-written loop`: `model.lossAndGradients`, the gradients divided by the target-token
  *   count, and `tf.train.adam(...).applyGradients`, reading the loss once per step;
@@ -17,7 +17,7 @@
  * events, but evaluates nothing and writes no checkpoint inside the timed steps. Throughput is the
  * target tokens of the timed steps divided by the wall time from the end of the last warm-up step
  * to the end of the last timed step. Each round runs every candidate once, starting with a different
- * candidate each round, so that load from other processes affects them alike; the report gives the
+ * candidate each round, so that load from other processes affects them alike. The report gives the
  * median over the rounds.
  *
  * Only one model lives at a time, because tfjs registers each LoRA variable under its adapter key.

@@ -253,7 +253,7 @@ describe('NestedLoRATrainer', () => {
     tf.dispose([transposed, ...Object.values(peft.tensors), ...Object.values(mlx.tensors)]);
   });
 
-  it('checkpoint with a missing optimizer slot is rejected', async () => {
+  it('missing optimizer slot rejected', async () => {
     const source = new NestedLoRATrainer(config('slots', { numSteps: 2 }));
     await source.setup();
     const done = await source.train();
@@ -275,7 +275,7 @@ describe('NestedLoRATrainer', () => {
     target.dispose();
   });
 
-  it('checkpoint of another rank is rejected', async () => {
+  it('checkpoint of another rank rejected', async () => {
     const source = new NestedLoRATrainer(config('rank-4', { numSteps: 1 }));
     await source.setup();
     const done = await source.train();

@@ -8,12 +8,12 @@ import type { Logger } from '../logger.js';
 import { silentLogger } from '../logger.js';
 import type { EvalMetricsRecord, TrainMetricsRecord } from './metrics.js';
 
-/** Which checkpoint folder a `checkpoint` event is about. */
+/** Kind of checkpoint folder in a `checkpoint` event. */
 export type CheckpointKind = 'periodic' | 'best' | 'final' | 'manual';
 
 /** Record of a `checkpoint` event: a checkpoint folder was written completely. */
 export interface CheckpointEventRecord {
-  /** Optimizer step the checkpoint holds. */
+  /** Training step at which the checkpoint was written. */
   step: number;
   /** Folder name under `checkpoints/`, for example `checkpoint_0000100`, `best` or `final`. */
   name: string;
@@ -24,7 +24,7 @@ export interface CheckpointEventRecord {
   stopped: boolean;
 }
 
-/** Why a run ended. */
+/** Reason a run ended. */
 export type DoneReason = 'completed' | 'stopped' | 'early_stopped';
 
 /** Record of a `done` event: the run ended without an error. */

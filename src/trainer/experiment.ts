@@ -10,7 +10,8 @@
  * ```
  *
  * Checkpoint folders are written with `writeDirectoryAtomic`, so a folder under its final name is
- * always complete; a folder that lacks one of the five files is not listed.
+ * always complete. A folder that lacks one of the five files, such as a copy made by hand, is not
+ * listed.
  */
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
@@ -29,12 +30,12 @@ export const CHECKPOINT_FILES = [
   'trainer_state.json',
 ] as const;
 
-/** What to do when the experiment folder already has content. */
+/** Treatment of an experiment folder that already has content. */
 export type ExperimentFolderMode = 'new' | 'resume' | 'overwrite';
 
 /** Options of {@link ExperimentFolder.prepare}. */
 export interface PrepareExperimentOptions {
-  /** Folder that holds experiments. */
+  /** Folder that contains the experiment folders. */
   outputDir: string;
   /** Name of this experiment's folder under `outputDir`. */
   experimentName: string;
@@ -227,9 +228,9 @@ export class ExperimentFolder {
   }
 
   /**
-   * Repairs what a killed process left in `checkpoints/`: a folder being replaced by
-   * `writeDirectoryAtomic` (hidden `.{name}.tmp-*` and `.{name}.old-*` siblings) gets its complete
-   * old copy back when the new one was not yet in place, and a folder being pruned is deleted.
+   * Repairs what a killed process left in `checkpoints/`. A folder that `writeDirectoryAtomic` was
+   * replacing (hidden `.{name}.tmp-*` and `.{name}.old-*` siblings) gets its complete old copy back
+   * when the new one was not yet in place. A folder that was being pruned is deleted.
    */
   private async recoverInterruptedWrites(): Promise<void> {
     const names = await readdir(this.checkpointsDir);

@@ -1,10 +1,10 @@
 /**
  * Metrics records of a training run and the JSONL files that hold them.
  *
- * `metrics/train_metrics.jsonl` gets one line per optimizer step and `metrics/eval_metrics.jsonl`
+ * `metrics/train_metrics.jsonl` gets one line per training step and `metrics/eval_metrics.jsonl`
  * one line per evaluation. Non-finite numbers are written as the strings `"NaN"`, `"Infinity"` and
- * `"-Infinity"` (JSON has no literal for them and `JSON.stringify` would write `null`); the schemas
- * below turn them back into numbers.
+ * `"-Infinity"`, because JSON has no literal for them and `JSON.stringify` would write `null`. The
+ * schemas below turn them back into numbers.
  */
 import { open, readFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -125,8 +125,8 @@ export class MetricsFileWriter {
 /** Options of {@link readMetricsFile}. */
 export interface ReadMetricsOptions {
   /**
-   * What to do with a line that is not valid JSON or does not match the schema: `error` throws,
-   * `skip` leaves it out. A line cut short by a killed process is the usual case for `skip`.
+   * Handling of a line that is not valid JSON or does not match the schema: `error` throws, `skip`
+   * leaves it out. A line cut short by a killed process is the usual case for `skip`.
    * @default 'error'
    */
   onInvalidLine?: 'error' | 'skip';

@@ -42,7 +42,7 @@ export interface OptimizerStepOptions {
   maxGradNorm: number;
 }
 
-/** What one step did. */
+/** Outcome of one step. */
 export interface OptimizerStepResult {
   /** Token-weighted mean loss over the window. */
   loss: number;

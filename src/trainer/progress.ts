@@ -56,7 +56,7 @@ export function progressFromTrainerState(state: TrainerState): TrainingProgress 
   };
 }
 
-/** What `trainer_state.json` holds besides the progress. */
+/** Contents of `trainer_state.json` besides the progress. */
 export interface TrainerStateParts {
   config: NestedLearningConfig;
   progress: TrainingProgress;
@@ -97,7 +97,7 @@ export function buildTrainerState(parts: TrainerStateParts): TrainerState {
   };
 }
 
-/** What `metadata.json` describes. */
+/** Inputs of `metadata.json`. */
 export interface CheckpointMetadataParts {
   config: NestedLearningConfig;
   /** The configuration as `config.json` writes it, with snake_case keys. */

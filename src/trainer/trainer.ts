@@ -6,9 +6,9 @@
  * Steps and skipped steps: a training step takes `gradientAccumulationSteps` micro-batches and
  * calls the optimizer once. When its loss or gradient norm is not finite the optimizer is not
  * called, so weights, moments, accumulators, tier update counts and the optimizer's step counter
- * stay as they were. The training step still counts (it consumed data, and `numSteps` bounds the
- * run), so after a skipped step the optimizer step lags the training step by one; tier activity
- * follows the optimizer step and the learning-rate schedule follows the training step.
+ * stay as they were. The training step still counts, because it consumed data and `numSteps`
+ * bounds the run. After a skipped step the optimizer step therefore lags the training step by one.
+ * Tier activity follows the optimizer step, and the learning-rate schedule follows the training step.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -42,7 +42,7 @@ import {
   type TrainerEventListener,
   type TrainerEventName,
 } from './events.js';
-import { ExperimentFolder, periodicCheckpointName } from './experiment.js';
+import { ExperimentFolder, periodicCheckpointName, type ExperimentFolderMode } from './experiment.js';
 import { createLearningRateSchedule, type LearningRateSchedule } from './lr-schedule.js';
 import { MetricsFileWriter, type EvalMetricsRecord, type TierStatsRecord, type TrainMetricsRecord } from './metrics.js';
 import { runOptimizerStep, type ComputeGradients } from './optimizer-step.js';
@@ -57,7 +57,7 @@ import {
 import { dropoutSeed } from './seeds.js';
 import type { TrainerState } from './state.js';
 
-/** What {@link NestedLoRATrainerOptions.onCheckpointFileWritten} receives. */
+/** Argument of {@link NestedLoRATrainerOptions.onCheckpointFileWritten}. */
 export interface CheckpointFileEvent {
   /** Checkpoint folder name, for example `checkpoint_0000100`. */
   name: string;
@@ -88,7 +88,7 @@ export interface NestedLoRATrainerOptions {
   datasets?: TrainerDatasets;
   /**
    * Called after each file of a checkpoint is complete in its temporary folder, before the folder
-   * is renamed into place; the write waits for a returned promise. Meant for fault-injection tests.
+   * is renamed into place. The write waits for a returned promise. Meant for fault-injection tests.
    */
   onCheckpointFileWritten?: (event: CheckpointFileEvent) => void | Promise<void>;
 }
@@ -231,18 +231,24 @@ export class NestedLoRATrainer {
 
   /**
    * Prepares the run: backend, experiment folder, tokenizer, base model with a fresh or loaded
-   * adapter, datasets and batches, tier map (with the calibration pass of `parameter_importance`),
-   * optimizer; with `resume`, the latest complete checkpoint of the experiment is loaded.
+   * adapter, datasets and batches, tier map (with the calibration pass of `parameter_importance`)
+   * and optimizer. With `resume`, it then loads the latest complete checkpoint of the experiment.
    */
   async setup(): Promise<void> {
     this.requirePhase(['created'], 'set up');
     this.phase = 'settingUp';
     try {
       await this.prepareBackend();
+      let mode: ExperimentFolderMode = 'new';
+      if (this.config.resume) {
+        mode = 'resume';
+      } else if (this.config.overwrite) {
+        mode = 'overwrite';
+      }
       this.experiment = await ExperimentFolder.prepare({
         outputDir: this.config.outputDir,
         experimentName: this.config.experimentName,
-        mode: this.config.resume ? 'resume' : this.config.overwrite ? 'overwrite' : 'new',
+        mode,
       });
       await this.experiment.writeConfig(NestedLearningConfig.toSnakeCase(this.config));
 
