@@ -224,8 +224,19 @@ describe('NestedLoRATrainer', () => {
 
     await trainer.train();
     trainer.dispose();
-    const state = await readJson(join(root, 'out', 'importance', 'checkpoints', 'final', 'trainer_state.json'));
-    expect(state.calibration).toEqual(calibration?.statistics);
+    const finalDir = join(root, 'out', 'importance', 'checkpoints', 'final');
+    expect((await readJson(join(finalDir, 'trainer_state.json'))).calibration).toEqual(calibration);
+    expect((await readJson(join(finalDir, 'metadata.json'))).calibration).toEqual(calibration);
+
+    // A resumed run takes the tier map and statistics from the checkpoint instead of calibrating again.
+    const resumed = new NestedLoRATrainer(
+      config('importance', { numSteps: 4, tierAssignmentStrategy: 'parameter_importance', importanceCalibrationBatches: 3, resume: true }),
+    );
+    await resumed.setup();
+    expect(resumed.resumedFromCheckpoint).toBe(finalDir);
+    expect(resumed.parameterTierMap.assignments).toEqual(assignments);
+    expect(resumed.calibrationStatistics).toEqual(calibration);
+    resumed.dispose();
   });
 
   it('exports a checkpoint as PEFT', async () => {

@@ -93,7 +93,7 @@ export function buildTrainerState(parts: TrainerStateParts): TrainerState {
     trainedTokens: progress.trainedTokens,
     elapsedTime: progress.elapsedTime,
     tierAssignments: { ...parts.tierAssignments },
-    calibration: parts.calibration?.statistics,
+    calibration: parts.calibration,
   };
 }
 
@@ -110,6 +110,7 @@ export interface CheckpointMetadataParts {
   stopReason: DoneReason | undefined;
   tierStats: TierStatsRecord[];
   backend: string;
+  calibration: CalibrationResult | undefined;
 }
 
 /** Builds the content of `metadata.json`. */
@@ -133,6 +134,7 @@ export function buildCheckpointMetadata(parts: CheckpointMetadataParts): Checkpo
     libraryVersion: LIBRARY_VERSION,
     backend: parts.backend,
     experimentName: parts.config.experimentName,
+    calibration: parts.calibration,
     config: parts.snakeCaseConfig,
   };
 }

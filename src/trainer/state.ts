@@ -10,6 +10,15 @@ import { MetricNumberSchema, TierStatsRecordSchema } from './metrics.js';
 /** The format version of both files; a reader rejects other versions. */
 export const CHECKPOINT_FORMAT_VERSION = 1;
 
+/** Result of the `parameter_importance` calibration pass. */
+export const CalibrationRecordSchema = z.object({
+  batches: z.number().int().min(0).describe('Batches whose gradients were summed.'),
+  skippedBatches: z.number().int().min(0).describe('Batches left out because a loss or gradient was not finite.'),
+  statistics: z
+    .record(z.string(), z.object({ gradSquaredSum: z.number(), count: z.number().int().min(0) }))
+    .describe('Per parameter: the sum over batches of sum(g^2), g the gradient of the batch mean loss.'),
+});
+
 /** `metadata.json` of a checkpoint folder. */
 export const CheckpointMetadataSchema = z.object({
   format: z.literal(CHECKPOINT_FORMAT_VERSION),
@@ -29,6 +38,7 @@ export const CheckpointMetadataSchema = z.object({
   libraryVersion: z.string(),
   backend: z.string().describe('tfjs backend the run used.'),
   experimentName: z.string(),
+  calibration: CalibrationRecordSchema.optional().describe('The parameter_importance calibration pass, when it ran.'),
   config: z.record(z.string(), z.unknown()).describe('The run configuration with snake_case keys.'),
 });
 
@@ -66,10 +76,7 @@ export const TrainerStateSchema = z.object({
   trainedTokens: z.number().int().min(0),
   elapsedTime: z.number().min(0),
   tierAssignments: z.record(z.string(), z.number().int().min(0)).describe('Parameter name to tier, as trained.'),
-  calibration: z
-    .record(z.string(), z.object({ gradSquaredSum: z.number(), count: z.number().int().min(0) }))
-    .optional()
-    .describe('Squared-gradient sums of the parameter_importance calibration pass.'),
+  calibration: CalibrationRecordSchema.optional().describe('The parameter_importance calibration pass, when it ran.'),
 });
 
 export type CheckpointMetadata = z.output<typeof CheckpointMetadataSchema>;

@@ -326,8 +326,7 @@ export class NestedLoRATrainer {
       this.tierMap = tierMap;
       this.trainIterator = trainIterator;
       this.progress = progressFromTrainerState(state);
-      this.calibration =
-        state.calibration === undefined ? undefined : { statistics: state.calibration, batches: 0, skippedBatches: 0 };
+      this.calibration = state.calibration;
       this.checkSchedule(state, path);
     } finally {
       optimizer?.dispose();
@@ -696,6 +695,7 @@ export class NestedLoRATrainer {
       stopReason,
       tierStats: this.tierStats(),
       backend: this.backendName,
+      calibration: this.calibration,
     });
 
     return { adapter, numHiddenLayers: this.modelInstance.config.numHiddenLayers, optimizerState, trainerState, metadata };
