@@ -343,7 +343,13 @@ export class CausalLM {
     }
     for (const [key, variable] of this.loraParameters) {
       const tensor = weights[key] as tf.Tensor;
-      variable.assign(tensor.dtype === 'float32' ? tensor : tf.tidy(() => tf.cast(tensor, 'float32')));
+      if (tensor.dtype === 'float32') {
+        variable.assign(tensor);
+      } else {
+        const widened = tf.cast(tensor, 'float32');
+        variable.assign(widened);
+        widened.dispose();
+      }
     }
   }
 

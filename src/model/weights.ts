@@ -26,7 +26,11 @@ export interface LayerWeights {
 export interface DecoderWeights {
   /** `[vocab, hidden]`, the embedding table (and the output matrix when embeddings are tied). */
   embedTokens: tf.Tensor2D;
-  /** `[hidden, vocab]`, the output matrix transposed, for the logits product. */
+  /**
+   * `[hidden, vocab]`, the output matrix transposed, for the logits product.
+   * NOTE: with tied embeddings this is a second copy of the embedding table, because the lookup and the
+   * logits product each need their own layout for speed on wasm.
+   */
   outputHeadTransposed: tf.Tensor2D;
   finalNorm: tf.Tensor1D;
   layers: LayerWeights[];
