@@ -18,5 +18,5 @@ export { evaluateLoss } from './evaluation.js';
 export type { EvaluationLoss } from './evaluation.js';
 export { calibrateImportance } from './calibration.js';
 export type { CalibrationResult } from './calibration.js';
-export { readCheckpointFiles } from './checkpoint-files.js';
+export { disposeCheckpoint, readCheckpointFiles } from './checkpoint-files.js';
 export type { LoadedCheckpoint } from './checkpoint-files.js';
