@@ -181,8 +181,9 @@ export class ExperimentFolder {
   }
 
   /**
-   * Deletes the oldest periodic checkpoints (`checkpoint_NNNNNNN`) beyond the newest `keep`.
-   * `best/`, `final/` and manually named checkpoints are never deleted. A folder is renamed to a
+   * Deletes the oldest periodic checkpoints (`checkpoint_NNNNNNN`, which includes those that
+   * `saveCheckpoint()` writes under its default name) beyond the newest `keep`. `best/`, `final/`
+   * and checkpoints saved under other names are never deleted. A folder is renamed to a
    * hidden name before it is deleted, so a crash mid-deletion never leaves a partial folder under a
    * checkpoint name.
    */
