@@ -3,12 +3,21 @@
  * left padding give the same tokens as single prompts, sampling is seeded, and stop tokens end a row.
  */
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../src/backend/index.js';
 import { ArgumentError } from '../src/errors.js';
 import { CausalLM } from '../src/model/index.js';
 import { baseWeights, loadFixture, loraWeights, type FixtureName, type ModelFixture } from './fixtures/model/fixture.js';
+
+// Every test must leave the number of live tensors as it found it.
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
 
 const fixtures = new Map<FixtureName, ModelFixture>();
 

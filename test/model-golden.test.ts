@@ -3,7 +3,7 @@
  * (test/fixtures/model/make_fixtures.py): logits, LoRA gradients and greedy generation.
  */
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../src/backend/index.js';
 import { CausalLM } from '../src/model/index.js';
@@ -17,6 +17,15 @@ import {
   type FixtureName,
   type ModelFixture,
 } from './fixtures/model/fixture.js';
+
+// Every test must leave the number of live tensors as it found it.
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
 
 const FIXTURES: FixtureName[] = ['qwen2', 'llama', 'llama-bias'];
 const BACKENDS = ['cpu', 'wasm'] as const;

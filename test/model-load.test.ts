@@ -6,12 +6,21 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../src/backend/index.js';
 import { writeSafetensors } from '../src/io/index.js';
 import { loadCausalLM, type CausalLM } from '../src/model/index.js';
 import { baseWeights, loadFixture, loraWeights, realPositions, relativeError, type ModelFixture } from './fixtures/model/fixture.js';
+
+// Every test must leave the number of live tensors as it found it.
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 let fixture: ModelFixture;

@@ -3,13 +3,22 @@
  * token sampling and the seeded generator.
  */
 import * as tf from '@tensorflow/tfjs';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../src/backend/index.js';
 import { ConfigError, ShapeError } from '../src/errors.js';
 import { maskedCrossEntropy, rotaryInverseFrequencies, type ModelConfig } from '../src/model/index.js';
 import { SeededRandom } from '../src/model/random.js';
 import { argMax, sampleToken } from '../src/model/sampling.js';
+
+// Every test must leave the number of live tensors as it found it.
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
 
 describe.each(['cpu', 'wasm'] as const)('maskedCrossEntropy on %s', (backend) => {
   // Row 0: logits [0, ln 2, ln 3], softmax [1/6, 2/6, 3/6], label 2, loss -ln(1/2) = ln 2.

@@ -3,13 +3,22 @@
  * cache, dropout, weight checks, variable naming and tensor ownership.
  */
 import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../src/backend/index.js';
 import { ArgumentError, ShapeError } from '../src/errors.js';
 import { CausalLM, KVCache, type ModelConfig } from '../src/model/index.js';
 import { SeededRandom } from '../src/model/random.js';
 import { baseWeights, loadFixture, loraWeights, relativeError, type ModelFixture } from './fixtures/model/fixture.js';
+
+// Every test must leave the number of live tensors as it found it.
+let tensorsAtStart = 0;
+beforeEach(() => {
+  tensorsAtStart = tf.memory().numTensors;
+});
+afterEach(() => {
+  expect(tf.memory().numTensors).toBe(tensorsAtStart);
+});
 
 let qwen: ModelFixture;
 let llama: ModelFixture;
@@ -346,7 +355,9 @@ describe('CausalLM training interface', () => {
     const lossAt = (index: number, delta: number): number => {
       const values = original.slice();
       values[index] = (values[index] as number) + delta;
-      variable.assign(tf.tensor(values, variable.shape));
+      const perturbed = tf.tensor(values, variable.shape);
+      variable.assign(perturbed);
+      perturbed.dispose();
       const loss = model.lossAndGradients(batch, options);
       const value = loss.lossSum.dataSync()[0] as number;
       tf.dispose([loss.lossSum, ...Object.values(loss.grads)]);
@@ -357,7 +368,9 @@ describe('CausalLM training interface', () => {
       const numeric = (lossAt(index, step) - lossAt(index, -step)) / (2 * step);
       expect(Math.abs(numeric - (gradient[index] as number))).toBeLessThan(2e-2 * Math.max(1, Math.abs(numeric)));
     }
-    variable.assign(tf.tensor(original, variable.shape));
+    const restored = tf.tensor(original, variable.shape);
+    variable.assign(restored);
+    restored.dispose();
     tf.dispose([result.lossSum, ...Object.values(result.grads)]);
     model.dispose();
   });
@@ -407,6 +420,27 @@ describe('CausalLM key/value cache', () => {
     expect(relativeError(pick(chunked), pick(full))).toBeLessThan(1e-5);
     model.dispose();
     await initBackend({ backend: 'cpu' });
+  });
+
+  it('uses explicit position ids', () => {
+    const model = withTrainedAdapter(qwen);
+    const ids = [[3, 4, 5, 6]];
+    const run = (positions: number[][]): Float32Array =>
+      tf.tidy(() =>
+        model.forward(tf.tensor2d(ids, undefined, 'int32'), { positionIds: tf.tensor2d(positions, undefined, 'int32') }).dataSync() as Float32Array,
+      );
+
+    const implicit = logitsOf(model, ids);
+    const counted = run([[0, 1, 2, 3]]);
+    const shifted = run([[3, 4, 5, 6]]);
+
+    expect(Array.from(counted)).toEqual(Array.from(implicit));
+    // Rotary attention depends only on position differences, so a shift changes the logits only
+    // through float32 rounding of the angles.
+    expect(relativeError(shifted, implicit)).toBeLessThan(1e-4);
+    expect(relativeError(run([[0, 2, 4, 6]]), implicit)).toBeGreaterThan(1e-3);
+    expect(() => run([[0, 1, -1, 2]])).toThrow(/negative/);
+    model.dispose();
   });
 
   it('rejects another batch size', () => {

@@ -66,7 +66,8 @@ export interface ForwardOptions {
   /** Seed of the LoRA dropout masks. Without it the model draws one from its own seeded generator. */
   dropoutSeed?: number;
   /**
-   * Compute logits for the last position of each sequence only (`[batch, 1, vocab]`), as generation needs.
+   * Compute logits for the last column (position `time - 1`) of each row only, `[batch, 1, vocab]`, as
+   * generation with left padding needs.
    * @default false
    */
   lastPositionOnly?: boolean;
