@@ -33,6 +33,9 @@ export function sampleToken(logits: ArrayLike<number>, options: SamplingOptions,
   if (options.temperature === 0) {
     return argMax(logits);
   }
+  if (options.topK === 0 && options.topP >= 1) {
+    return sampleUnfiltered(logits, options.temperature, random);
+  }
 
   // Candidates sorted by logit, highest first, and by token id among equal logits.
   const order = Array.from({ length: logits.length }, (_, i) => i);
@@ -82,4 +85,31 @@ export function sampleToken(logits: ArrayLike<number>, options: SamplingOptions,
     }
   }
   return order[count - 1] as number;
+}
+
+/** Samples from the whole softmax in token-id order, which needs no sort over the vocabulary. */
+function sampleUnfiltered(logits: ArrayLike<number>, temperature: number, random: SeededRandom): number {
+  const maxLogit = logits[argMax(logits)] as number;
+  const weights = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const weight = Math.exp(((logits[i] as number) - maxLogit) / temperature);
+    weights[i] = weight;
+    total += weight;
+  }
+
+  // Rounding can leave target >= 0 after the last token; the last token with a weight is then chosen.
+  let target = random.nextFloat() * total;
+  let lastWeighted = 0;
+  for (let i = 0; i < weights.length; i++) {
+    const weight = weights[i] as number;
+    target -= weight;
+    if (target < 0) {
+      return i;
+    }
+    if (weight > 0) {
+      lastWeighted = i;
+    }
+  }
+  return lastWeighted;
 }
