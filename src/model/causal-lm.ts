@@ -522,7 +522,16 @@ export class CausalLM {
     return tf.reshape(logits, [batch, rows, config.vocabSize]) as tf.Tensor3D;
   }
 
-  private runLayer(index: number, input: tf.Tensor2D, inputNeedsGradient: boolean, context: LayerContext): { hidden: tf.Tensor2D; needsGradient: boolean } {
+  /**
+   * Runs one decoder layer. `inputNeedsGradient` tells whether anything trainable lies upstream of
+   * `input`; the returned flag tells the same of the output.
+   */
+  private runLayer(
+    index: number,
+    input: tf.Tensor2D,
+    inputNeedsGradient: boolean,
+    context: LayerContext,
+  ): { hidden: tf.Tensor2D; needsGradient: boolean } {
     const config = this.config;
     const weights = this.decoder.layers[index] as LayerWeights;
     const adapters = this.merged ? {} : (this.loraByLayer[index] as Partial<Record<LoraTargetModule, LoraPair>>);
@@ -535,29 +544,36 @@ export class CausalLM {
     const project = (module: LoraTargetModule, x: tf.Tensor2D, xNeedsGradient: boolean): tf.Tensor2D => {
       const pair = adapters[module];
       const projection = weights.projections[module];
-      const branch: LoraBranch | null =
-        pair === undefined
-          ? null
-          : { a: pair.a as tf.Tensor2D, b: pair.b as tf.Tensor2D, scale: this.scale, dropoutMask: this.dropoutMask(context, rows, x.shape[1]) };
+      if (pair === undefined) {
+        return linear(x, projection.weight, projection.bias, null, xNeedsGradient);
+      }
+      const branch: LoraBranch = {
+        a: pair.a as tf.Tensor2D,
+        b: pair.b as tf.Tensor2D,
+        scale: this.scale,
+        dropoutMask: this.dropoutMask(context, rows, x.shape[1]),
+      };
       return linear(x, projection.weight, projection.bias, branch, xNeedsGradient);
     };
     const adapted = (module: LoraTargetModule): boolean => adapters[module] !== undefined;
+    // [rows, count * headDim] -> [batch, count, time, headDim], with the rotary embedding for queries and keys.
+    const splitHeads = (projected: tf.Tensor2D, count: number, rotate: boolean): tf.Tensor4D => {
+      let perHead = tf.reshape(projected, [batch, time, count, headDim]) as tf.Tensor4D;
+      if (rotate) {
+        perHead = applyRotary(perHead, context.cos, context.sin, this.rotary.rotateHalf);
+      }
+      return tf.transpose(perHead, [0, 2, 1, 3]) as tf.Tensor4D;
+    };
 
     // Attention block.
     const normed = rmsNorm(input, weights.inputNorm, config.rmsNormEps);
-    const queryNeeds = inputNeedsGradient || adapted('q_proj');
-    const keyNeeds = inputNeedsGradient || adapted('k_proj');
-    const valueNeeds = inputNeedsGradient || adapted('v_proj');
+    const queryNeedsGradient = inputNeedsGradient || adapted('q_proj');
+    const keyNeedsGradient = inputNeedsGradient || adapted('k_proj');
+    const valueNeedsGradient = inputNeedsGradient || adapted('v_proj');
 
-    const query = tf.transpose(
-      applyRotary(tf.reshape(project('q_proj', normed, inputNeedsGradient), [batch, time, heads, headDim]), context.cos, context.sin, this.rotary.rotateHalf),
-      [0, 2, 1, 3],
-    ) as tf.Tensor4D;
-    let key = tf.transpose(
-      applyRotary(tf.reshape(project('k_proj', normed, inputNeedsGradient), [batch, time, kvHeads, headDim]), context.cos, context.sin, this.rotary.rotateHalf),
-      [0, 2, 1, 3],
-    ) as tf.Tensor4D;
-    let value = tf.transpose(tf.reshape(project('v_proj', normed, inputNeedsGradient), [batch, time, kvHeads, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
+    const query = splitHeads(project('q_proj', normed, inputNeedsGradient), heads, true);
+    let key = splitHeads(project('k_proj', normed, inputNeedsGradient), kvHeads, true);
+    let value = splitHeads(project('v_proj', normed, inputNeedsGradient), kvHeads, false);
 
     if (context.cache !== null) {
       const cached = context.cache.layer(index);
@@ -569,28 +585,28 @@ export class CausalLM {
     }
 
     const attended = attention(query, key, value, context.additiveMask, 1 / Math.sqrt(headDim), {
-      query: queryNeeds,
-      key: keyNeeds,
-      value: valueNeeds,
+      query: queryNeedsGradient,
+      key: keyNeedsGradient,
+      value: valueNeedsGradient,
     });
-    const attendedNeeds = queryNeeds || keyNeeds || valueNeeds;
+    const attendedNeedsGradient = queryNeedsGradient || keyNeedsGradient || valueNeedsGradient;
     const combinedHeads = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [rows, heads * headDim]) as tf.Tensor2D;
-    const attentionOutput = project('o_proj', combinedHeads, attendedNeeds);
+    const attentionOutput = project('o_proj', combinedHeads, attendedNeedsGradient);
     const afterAttention = tf.add(input, attentionOutput) as tf.Tensor2D;
-    const streamNeeds = inputNeedsGradient || attendedNeeds || adapted('o_proj');
+    const streamNeedsGradient = inputNeedsGradient || attendedNeedsGradient || adapted('o_proj');
 
     // MLP block.
     const normedAgain = rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
-    const gate = project('gate_proj', normedAgain, streamNeeds);
-    const up = project('up_proj', normedAgain, streamNeeds);
-    const gateNeeds = streamNeeds || adapted('gate_proj');
-    const upNeeds = streamNeeds || adapted('up_proj');
-    const activated = swiGlu(gate, up, { gate: gateNeeds, up: upNeeds });
-    const down = project('down_proj', activated, gateNeeds || upNeeds);
+    const gate = project('gate_proj', normedAgain, streamNeedsGradient);
+    const up = project('up_proj', normedAgain, streamNeedsGradient);
+    const gateNeedsGradient = streamNeedsGradient || adapted('gate_proj');
+    const upNeedsGradient = streamNeedsGradient || adapted('up_proj');
+    const activated = swiGlu(gate, up, { gate: gateNeedsGradient, up: upNeedsGradient });
+    const down = project('down_proj', activated, gateNeedsGradient || upNeedsGradient);
 
     return {
       hidden: tf.add(afterAttention, down) as tf.Tensor2D,
-      needsGradient: streamNeeds || gateNeeds || upNeeds || adapted('down_proj'),
+      needsGradient: streamNeedsGradient || gateNeedsGradient || upNeedsGradient || adapted('down_proj'),
     };
   }
 
