@@ -5,8 +5,11 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     server: 'src/server/index.ts',
+    testing: 'src/testing/index.ts',
     // The child process that runs a training for the server.
     'server-worker': 'src/server/worker.ts',
+    // The `nested-learning` command.
+    cli: 'src/cli/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
