@@ -1,6 +1,8 @@
 /**
  * nested-learning: continual LoRA fine-tuning of causal language models with Nested Learning's
  * multi-frequency parameter tiers, on TensorFlow.js.
+ *
+ * @module nested-learning
  */
 export * from './errors.js';
 export * from './logger.js';

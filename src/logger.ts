@@ -4,9 +4,13 @@
  * pino-style loggers fit it.
  */
 export interface Logger {
+  /** Receives detail useful only when debugging, with structured `fields`. */
   debug(message: string, fields?: Record<string, unknown>): void;
+  /** Receives progress: setup, evaluations, checkpoints, resumes. */
   info(message: string, fields?: Record<string, unknown>): void;
+  /** Receives problems that do not stop the work, for example a skipped step. */
   warn(message: string, fields?: Record<string, unknown>): void;
+  /** Receives failures, for example the error that ended a run. */
   error(message: string, fields?: Record<string, unknown>): void;
 }
 

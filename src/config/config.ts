@@ -156,10 +156,15 @@ function finish(normalized: NormalizedOptions, file?: string): ConfigParseResult
  * and the zod `schema`.
  */
 export const NestedLearningConfig = {
+  /** Validates an object of options; throws a ConfigError with code `CONFIG_INVALID` that lists every problem. */
   parse,
+  /** Validates an object of options and returns the configuration or the error, without throwing. */
   safeParse,
+  /** Reads a JSON or YAML file of options and validates it; relative paths in it are relative to the working directory. */
   fromFile,
+  /** Returns the configuration of a preset with overrides applied; the overrides must give baseModelPath and trainDataPath. */
   preset,
+  /** Returns the configuration with the snake_case keys of the Python original's `config.json`. */
   toSnakeCase,
   /** The presets by name, each with only the options it sets. */
   presets: configPresets,

@@ -276,6 +276,7 @@ export class BatchIterator implements Iterator<Batch>, Iterable<Batch> {
     return batches;
   }
 
+  /** Returns the iterator itself, so a `for...of` loop continues from the current position. */
   [Symbol.iterator](): BatchIterator {
     return this;
   }

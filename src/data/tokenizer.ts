@@ -50,7 +50,9 @@ export interface Tokenizer {
   decode(ids: readonly number[], options?: DecodeOptions): string;
   /** Renders a conversation with the chat template, as ids when `tokenize` is true. */
   applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions & { tokenize: true }): number[];
+  /** Renders a conversation with the chat template as text. */
   applyChatTemplate(messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions & { tokenize?: false }): string;
+  /** Renders a conversation with the chat template, as ids when `tokenize` is true, else as text. */
   applyChatTemplate(messages: readonly ChatMessage[], options?: ApplyChatTemplateOptions): string | number[];
   /**
    * Encodes text rendered by the chat template: no post-processor tokens are added, and a BOS is

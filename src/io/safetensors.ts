@@ -70,6 +70,7 @@ export interface SafetensorsFile extends SafetensorsContents {
 
 /** A safetensors file held in memory whose header has been validated. */
 export interface SafetensorsBuffer extends SafetensorsContents {
+  /** Decodes one tensor to a tfjs tensor (dtype rules in `./safetensors-codec.ts`). */
   readTensor(name: string, options?: ReadTensorOptions): tf.Tensor;
   /** Returns a copy of one tensor's bytes as stored. */
   readRaw(name: string): RawTensor;

@@ -30,6 +30,7 @@ export interface CompiledTierRule {
   pattern: string;
   kind: 'exact' | 'glob' | 'regex';
   tier: number;
+  /** Tells whether the rule matches a parameter name. */
   matches(name: string): boolean;
 }
 

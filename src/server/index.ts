@@ -1,3 +1,9 @@
+/**
+ * The optional HTTP API and dashboard, imported from `nested-learning/server`: start, watch and
+ * stop one training run at a time over HTTP, on 127.0.0.1 by default.
+ *
+ * @module nested-learning/server
+ */
 export { createServer, startServer, type StartedServer } from './server.js';
 export {
   DEFAULT_HOST,

@@ -97,7 +97,9 @@ export interface ResolvedServerOptions {
 /** Kind of a root folder. */
 export type RootKind = keyof ResolvedServerOptions['roots'];
 
+/** TCP port of `startServer` and `nested-learning serve` when none is given. */
 export const DEFAULT_PORT = 7860;
+/** Address of `startServer` and `nested-learning serve` when none is given: loopback only. */
 export const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_BODY_LIMIT = 64 * 1024;
 const MIN_TOKEN_LENGTH = 16;

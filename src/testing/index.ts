@@ -5,7 +5,7 @@
  * `node:assert`, which every Node test runner reports as a failed assertion. The helpers use the
  * same tfjs engine as the library and the caller.
  *
- * @module testing
+ * @module nested-learning/testing
  */
 export { assertTensorsClose, compareTensors } from './compare.js';
 export type { ExpectedValues, NestedNumberArray, TensorComparison, TensorComparisonOptions } from './compare.js';

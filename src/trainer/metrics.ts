@@ -59,8 +59,11 @@ export const EvalMetricsRecordSchema = z.object({
   timestamp: z.string().describe('Time the record was written, ISO 8601.'),
 });
 
+/** Statistics of one tier in a metrics record; fields in {@link TierStatsRecordSchema}. */
 export type TierStatsRecord = z.output<typeof TierStatsRecordSchema>;
+/** One line of `train_metrics.jsonl` and the record of a `step` event; fields in {@link TrainMetricsRecordSchema}. */
 export type TrainMetricsRecord = z.output<typeof TrainMetricsRecordSchema>;
+/** One line of `eval_metrics.jsonl` and the record of an `eval` event; fields in {@link EvalMetricsRecordSchema}. */
 export type EvalMetricsRecord = z.output<typeof EvalMetricsRecordSchema>;
 
 /** Serialises a record as one JSON line (with the trailing newline), writing non-finite numbers as strings. */

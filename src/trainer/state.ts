@@ -79,5 +79,7 @@ export const TrainerStateSchema = z.object({
   calibration: CalibrationRecordSchema.optional().describe('The parameter_importance calibration pass, when it ran.'),
 });
 
+/** Contents of a checkpoint's `metadata.json`; fields in {@link CheckpointMetadataSchema}. */
 export type CheckpointMetadata = z.output<typeof CheckpointMetadataSchema>;
+/** Contents of a checkpoint's `trainer_state.json`; fields in {@link TrainerStateSchema}. */
 export type TrainerState = z.output<typeof TrainerStateSchema>;
