@@ -54,7 +54,7 @@ const RULES = {
   '**': 1,
 };
 
-/** The tier each rule above gives a name, written out by hand for the check. */
+/** Returns the tier the rules above give a name, written out by hand for the check. */
 function expectedTier(name: string): number {
   const layer = Number(name.split('.')[2]);
   if (layer === 3 && name.includes('.q_proj.')) return 0;

@@ -16,7 +16,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 const FREQUENCIES = [1, 2, 4];
 const LEARNING_RATE = 0.01;
 
-/** One variable per tier, named after its tier, filled with `initial`. */
+/** Creates one variable per tier, named after its tier, filled with `initial`. */
 function makeTierVariables(initial: number): tf.Variable[] {
   return FREQUENCIES.map((_, tier) => tf.variable(tf.fill([2, 3], initial), true, `tier${tier}/weight`));
 }
@@ -31,7 +31,7 @@ function makeOptimizer(inactiveGradients: InactiveGradients): NestedAdam {
   });
 }
 
-/** A constant gradient of 0.5 for every variable, created inside the step and disposed after it. */
+/** Applies a constant gradient of 0.5 to every variable and disposes the gradient tensors. */
 function applyConstantGradient(optimizer: NestedAdam, variables: tf.Variable[]): void {
   const gradients = Object.fromEntries(variables.map((variable) => [variable.name, tf.fill(variable.shape, 0.5)]));
   optimizer.applyGradients(gradients);
@@ -94,7 +94,7 @@ describe('NestedAdam tiers [1, 2, 4]', () => {
     }
 
     // Bias correction uses each tier's own update count t = 1, so m_hat = g_window and
-    // v_hat = g_window^2 whatever the window holds (0.5, or 2.0 accumulated over 4 steps, or their
+    // v_hat = g_window^2 whatever the window contains (0.5, or 2.0 accumulated over 4 steps, or their
     // mean 0.5). The step is lr * g / (|g| + 1e-8) = 0.01 * (1 - 2e-8) or closer, so every element
     // moves by -0.01 to a relative 1e-6.
     for (const [tier, update] of firstUpdates.entries()) {

@@ -22,7 +22,7 @@ export interface MemorySnapshot {
 
 /** Result of {@link checkTensorLeaks}. */
 export interface LeakReport<T> {
-  /** What the checked function returned (awaited when it returned a promise). */
+  /** Return value of the checked function, awaited when it is a promise. */
   result: T;
   before: MemorySnapshot;
   after: MemorySnapshot;

@@ -15,7 +15,7 @@ export type WeightSource = readonly tf.Variable[] | Readonly<Record<string, tf.T
 /** Copied values of named tensors at one moment, keyed by name. */
 export type WeightSnapshot = ReadonlyMap<string, { shape: number[]; values: Float32Array }>;
 
-/** How one tensor changed between two snapshots. */
+/** The change of one tensor between two snapshots. */
 export interface WeightChange {
   name: string;
   /** Largest `|after - before|` over the elements. */
@@ -28,7 +28,7 @@ export interface WeightChange {
 
 /**
  * Copies the current values of `source` into a snapshot. Later updates of the variables do not
- * change it, and it holds no tensors.
+ * change it, and it contains no tensors.
  *
  * @example
  * ```ts
