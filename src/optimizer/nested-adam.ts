@@ -53,6 +53,16 @@ const SLOT_KINDS: readonly SlotKind[] = ['m', 'v', 'accum'];
  * tfjs-layers model, and is registered for tfjs serialisation under the class name `NestedAdam`.
  * Slots are created for a variable when it first receives a gradient (or is restored by
  * {@link NestedAdam.setState}); variables must be float32.
+ *
+ * @example
+ * ```ts
+ * const optimizer = new NestedAdam({
+ *   learningRate: 1e-3,
+ *   tierUpdateFrequencies: [1, 2, 4],
+ *   tierMap: { 'hidden/kernel': 0, 'hidden/bias': 1, 'output/kernel': 1, 'output/bias': 2 },
+ * });
+ * model.compile({ optimizer, loss: 'meanSquaredError' });
+ * ```
  */
 export class NestedAdam extends tf.Optimizer {
   static className = 'NestedAdam';

@@ -72,6 +72,17 @@ const STRATEGIES: readonly TierStrategy[] = ['layer_depth', 'parameter_importanc
  *   modules go to tier 0, the fastest, as in the Python original. A module's `lora_a` and
  *   `lora_b` share one score and one tier.
  * - `manual`: the first rule of `tierMap` that matches a name decides its tier.
+ *
+ * @example
+ * ```ts
+ * const scheduler = new ParameterTierScheduler({
+ *   strategy: 'manual',
+ *   tierUpdateFrequencies: [1, 2, 4],
+ *   tierMap: { '/^model\\.layers\\.[01]\\./': 0, 'model.layers.*.mlp.**': 2, '**': 1 },
+ * });
+ * const tierMap = scheduler.assign([{ name: 'model.layers.0.self_attn.q_proj.lora_a', shape: [896, 8] }]);
+ * scheduler.activeTiers(4); // [0, 1, 2]
+ * ```
  */
 export class ParameterTierScheduler {
   /** Number of tiers. */

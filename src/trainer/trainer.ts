@@ -117,6 +117,20 @@ interface MetricsWriters {
  * tiers. Call {@link NestedLoRATrainer.setup}, optionally replace
  * {@link NestedLoRATrainer.parameterTierMap} or call {@link NestedLoRATrainer.loadCheckpoint},
  * then {@link NestedLoRATrainer.train}.
+ *
+ * @example
+ * ```ts
+ * const trainer = new NestedLoRATrainer({
+ *   baseModelPath: './models/Qwen2.5-0.5B',
+ *   trainDataPath: './data/train.jsonl',
+ *   retainDataPath: './data/old-domain.jsonl',
+ *   tierUpdateFrequencies: [1, 2, 4],
+ * });
+ * await trainer.setup();
+ * trainer.on('eval', (record) => console.log(record.step, record.valLoss, record.forgetting));
+ * const done = await trainer.train({ signal: AbortSignal.timeout(3_600_000) });
+ * trainer.dispose();
+ * ```
  */
 export class NestedLoRATrainer {
   /** The validated configuration. */
