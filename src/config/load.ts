@@ -10,11 +10,12 @@ import { extname } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 
 import { ConfigError } from '../errors.js';
+import { findDuplicateKey } from '../io/safetensors-header.js';
 import type { ConfigSource } from './keys.js';
 import { formatValue, isPlainObject } from './values.js';
 
 /** Reason a configuration file could not be read. */
-export type ConfigFileFailure = 'not_found' | 'read_failed' | 'unsupported_extension' | 'syntax' | 'not_an_object';
+export type ConfigFileFailure = 'not_found' | 'read_failed' | 'unsupported_extension' | 'encoding' | 'syntax' | 'not_an_object';
 
 /** The parsed top-level object of a configuration file, and how to find a value's line in it. */
 export interface ConfigFileContent {
@@ -24,6 +25,9 @@ export interface ConfigFileContent {
 
 const JSON_EXTENSIONS = new Set(['.json']);
 const YAML_EXTENSIONS = new Set(['.yaml', '.yml']);
+
+/** yaml's own default. An option file needs few aliases, and nested aliases can expand exponentially. */
+const MAX_YAML_ALIAS_COUNT = 100;
 
 /** Reads and parses a configuration file into its top-level object. */
 export async function readConfigFile(path: string): Promise<ConfigFileContent> {
@@ -49,8 +53,9 @@ export async function readConfigFile(path: string): Promise<ConfigFileContent> {
 }
 
 async function readText(path: string): Promise<string> {
+  let bytes: Uint8Array;
   try {
-    return await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
@@ -58,17 +63,91 @@ async function readText(path: string): Promise<string> {
     }
     throw fileError('read_failed', path, `Failed to read config file ${path}: ${(error as Error).message}.`, error);
   }
+  return decodeUtf8(path, bytes);
+}
+
+/** Decodes UTF-8 strictly, because a lenient decoder would turn invalid bytes into U+FFFD inside paths and keys. */
+function decodeUtf8(path: string, bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (error) {
+    const offset = firstInvalidUtf8Offset(bytes);
+    const where = linePosition(new TextDecoder('utf-8').decode(bytes.subarray(0, offset)), offset);
+    throw fileError(
+      'encoding',
+      path,
+      `Config file ${path} is not valid UTF-8: byte 0x${(bytes[offset] ?? 0).toString(16).padStart(2, '0')} at offset ${offset} ` +
+        `(line ${where.line}). Save the file as UTF-8.`,
+      error,
+      where,
+    );
+  }
+}
+
+/** Returns the offset of the first byte that does not start or continue a valid UTF-8 sequence. */
+function firstInvalidUtf8Offset(bytes: Uint8Array): number {
+  let index = 0;
+  while (index < bytes.length) {
+    const lead = bytes[index] as number;
+    if (lead < 0x80) {
+      index += 1;
+      continue;
+    }
+
+    // The allowed range of the second byte excludes overlong forms and UTF-16 surrogates (RFC 3629, section 4).
+    let length: number;
+    let secondLow = 0x80;
+    let secondHigh = 0xbf;
+    if (lead >= 0xc2 && lead <= 0xdf) {
+      length = 2;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      if (lead === 0xe0) secondLow = 0xa0;
+      if (lead === 0xed) secondHigh = 0x9f;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      if (lead === 0xf0) secondLow = 0x90;
+      if (lead === 0xf4) secondHigh = 0x8f;
+    } else {
+      return index;
+    }
+
+    for (let offset = 1; offset < length; offset += 1) {
+      const byte = bytes[index + offset];
+      const low = offset === 1 ? secondLow : 0x80;
+      const high = offset === 1 ? secondHigh : 0xbf;
+      if (byte === undefined || byte < low || byte > high) {
+        return index;
+      }
+    }
+    index += length;
+  }
+  return index;
 }
 
 function parseJson(path: string, text: string): unknown {
+  let values: unknown;
   try {
-    return JSON.parse(text);
+    values = JSON.parse(text);
   } catch (error) {
     const position = /at position (\d+)/.exec((error as Error).message);
     const where = position === null ? {} : linePosition(text, Number(position[1]));
     const at = where.line === undefined ? '' : ` at line ${where.line}, column ${where.column}`;
     throw fileError('syntax', path, `Config file ${path} is not valid JSON${at}: ${(error as Error).message}.`, error, where);
   }
+
+  // JSON.parse keeps the last of two equal keys without a word, while YAML rejects them, so both
+  // kinds of file reject them here.
+  const duplicate = findDuplicateKey(text);
+  if (duplicate !== undefined) {
+    const inside = duplicate.parentKey === undefined ? 'at the top level' : `inside "${duplicate.parentKey}"`;
+    throw fileError(
+      'syntax',
+      path,
+      `Config file ${path} sets the key "${duplicate.key}" twice ${inside}. Keep only one of them.`,
+    );
+  }
+  return values;
 }
 
 function parseYaml(path: string, text: string): unknown {
@@ -83,7 +162,20 @@ function parseYaml(path: string, text: string): unknown {
     const more = document.errors.length > 1 ? ` (and ${document.errors.length - 1} more)` : '';
     throw fileError('syntax', path, `Config file ${path} is not valid YAML: ${summary}${more}.`, first, where);
   }
-  return document.toJS();
+
+  try {
+    return document.toJS({ maxAliasCount: MAX_YAML_ALIAS_COUNT });
+  } catch (error) {
+    // yaml raises a ReferenceError when aliases expand to more than maxAliasCount nodes, which
+    // guards against "billion laughs" files.
+    throw fileError(
+      'syntax',
+      path,
+      `Config file ${path} is not valid YAML: its aliases expand to too many values (${(error as Error).message}). ` +
+        'Write the values out instead of nesting aliases.',
+      error,
+    );
+  }
 }
 
 /**
