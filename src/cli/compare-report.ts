@@ -145,7 +145,7 @@ export function renderMarkdown(summary: ComparisonSummary, runs: readonly Compar
     `| nested − LoRA, paired by seed | ${meanStd(summary.difference.valLoss, 4, true)} | ${meanStd(summary.difference.forgetting, 4, true)} | |`,
     '',
     'Forgetting is the retain loss on the old domain minus its value before training; positive means the old domain got worse. ' +
-      'Lower is better in both loss columns.',
+      'Lower is better in both loss columns. Training time is the wall time of the training loop, periodic evaluations included.',
     '',
     ...describeResult(summary),
     '',

@@ -3,14 +3,15 @@
  * `numSteps` becomes `--num-steps <value>`, and the flags override the values of a config file,
  * a preset or the embedded default.
  */
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { Command, Option } from 'commander';
 
 import { ArgumentError, NestedLearningConfig, type ConfigFieldInfo, type NestedLearningConfigInput, type PresetName } from '../index.js';
-import { embeddedDefaultConfig } from './embedded-default.js';
+import { embeddedDefaultConfig, embeddedDefaultPaths } from './embedded-default.js';
 
-/** How a flag's text becomes a configuration value. */
+/** Conversion rule of a flag's text into a configuration value. */
 type FlagKind = 'boolean' | 'list' | 'mapping' | 'text';
 
 interface ConfigFlag {
@@ -70,11 +71,30 @@ export function addConfigOptions(command: Command): Command {
     if (kind === 'boolean') {
       command.addOption(new Option(`${flag} [true|false]`, description).helpGroup('Configuration fields:'));
     } else {
-      const placeholder = kind === 'list' ? '<a,b,...>' : kind === 'mapping' ? '<json>' : '<value>';
+      let placeholder = '<value>';
+      if (kind === 'list') {
+        placeholder = '<a,b,...>';
+      } else if (kind === 'mapping') {
+        placeholder = '<json>';
+      }
       command.addOption(new Option(`${flag} ${placeholder}`, description).helpGroup('Configuration fields:'));
     }
   }
+  command.addHelpText('after', embeddedDefaultHelp);
   return command;
+}
+
+/** Lists the values the embedded default run sets, which differ from the schema defaults in the flag list. */
+function embeddedDefaultHelp(): string {
+  const values = Object.entries(embeddedDefaultConfig())
+    .filter(([name]) => !name.endsWith('Path') && name !== 'experimentName')
+    .map(([name, value]) => `--${kebabCase(name)} ${Array.isArray(value) ? value.join(',') : String(value)}`);
+  return (
+    '\nWithout --config, the embedded default run (the tiny Qwen2 model and Brown Corpus data of the package) sets:\n' +
+    `  ${values.join(' ')}\n` +
+    '  --experiment-name tiny-qwen2-fiction-<UTC time>\n' +
+    'The defaults in the list above apply to configuration files.'
+  );
 }
 
 /** Returns the configuration fields given as flags, converted to configuration values. */
@@ -126,8 +146,8 @@ function flagValue(name: string, kind: FlagKind, raw: unknown): unknown {
 }
 
 /**
- * Builds the configuration of a command: the file of `--config`, or else the embedded default run;
- * then the tier options of `--preset`; then every configuration flag.
+ * Builds the configuration of a command from the file of `--config`, or else from the embedded
+ * default run. The tier options of `--preset` apply on top, and every configuration flag after them.
  */
 export async function resolveConfig(options: ConfigSourceOptions & Record<string, unknown>): Promise<NestedLearningConfig> {
   const overrides = configOverrides(options);
@@ -136,10 +156,16 @@ export async function resolveConfig(options: ConfigSourceOptions & Record<string
     return NestedLearningConfig.fromFile(options.config, { overrides: { ...presetValues, ...overrides } });
   }
   const input: NestedLearningConfigInput & Record<string, unknown> = { ...embeddedDefaultConfig(), ...presetValues, ...overrides };
-  return NestedLearningConfig.parse(input);
+  const config = NestedLearningConfig.parse(input);
+  const embeddedModel = embeddedDefaultPaths().baseModelPath;
+  if (config.baseModelPath === embeddedModel && !existsSync(join(embeddedModel, 'model.safetensors'))) {
+    throw new ArgumentError(
+      'CLI_EMBEDDED_DEFAULT_MISSING',
+      `The embedded default model is missing from this installation (${embeddedModel}/model.safetensors). ` +
+        'Run the command from a clone of the repository, rebuild the weights with `npm run pretrain:tiny`, or pass --config or --base-model-path.',
+      { details: { path: embeddedModel } },
+    );
+  }
+  return config;
 }
 
-/** Reads a JSON file, for the `config.json` an experiment folder holds. */
-export async function readJsonFile(path: string): Promise<unknown> {
-  return JSON.parse(await readFile(path, 'utf8')) as unknown;
-}

@@ -87,8 +87,6 @@ export function embeddedDefaultConfig(now: Date = new Date()): NestedLearningCon
     loraAlpha: 16,
     learningRate: 2e-3,
     lrSchedule: 'cosine',
-    warmupSteps: 10,
-    minLearningRate: 2e-4,
     batchSize: 8,
     maxSeqLength: 256,
     numSteps: EMBEDDED_DEFAULT_STEPS,

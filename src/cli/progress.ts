@@ -4,7 +4,7 @@
  */
 import type { EvalMetricsRecord, TrainMetricsRecord } from '../index.js';
 
-/** Where progress is written; `process.stdout` fits. */
+/** Output stream of the progress display, such as `process.stdout`. */
 export interface ProgressStream {
   write(text: string): unknown;
   isTTY?: boolean;

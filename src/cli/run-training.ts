@@ -18,7 +18,7 @@ import { terminalLogger, type Terminal } from './terminal.js';
 /** Name of the summary file the CLI writes into the experiment folder. */
 export const SUMMARY_FILE = 'summary.json';
 
-/** What a finished run reports: the `done` record, the last evaluation and where everything is. */
+/** Outcome of a finished run: the `done` record, the evaluations and the paths of its files. */
 export interface RunSummary {
   experimentFolder: string;
   finalCheckpoint: string;

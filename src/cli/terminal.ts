@@ -5,7 +5,7 @@
 import { NestedLearningError, type Logger } from '../index.js';
 import type { ProgressStream } from './progress.js';
 
-/** Where a command writes: results and progress to `out`, warnings and errors to `err`. */
+/** Output streams of a command: results and progress to `out`, warnings and errors to `err`. */
 export interface Terminal {
   out: ProgressStream;
   err: ProgressStream;

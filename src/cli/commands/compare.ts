@@ -72,6 +72,7 @@ export async function runComparison(options: RunComparisonOptions): Promise<stri
   await mkdir(reportDir, { recursive: true });
   const started = performance.now();
   const runs: ComparisonRun[] = [];
+  let backend = config.backend as string;
   const methods: [MethodName, number[]][] = [
     ['lora', nestedFrequencies.map(() => 1)],
     ['nested', nestedFrequencies],
@@ -96,6 +97,7 @@ export async function runComparison(options: RunComparisonOptions): Promise<stri
         throw new ArgumentError('CLI_COMPARE_STOPPED', `The ${method} run of seed ${seed} was stopped; the comparison is incomplete.`);
       }
       const last = summary.lastEvaluation;
+      backend = summary.backend;
       runs.push({
         method,
         seed,
@@ -117,7 +119,7 @@ export async function runComparison(options: RunComparisonOptions): Promise<stri
     `Base model: \`${config.baseModelPath}\`; train data \`${config.trainDataPath}\`; validation \`${config.valDataPath}\`; retain \`${config.retainDataPath}\``,
     `Steps: ${config.numSteps}; batch size ${config.batchSize}; learning rate ${config.learningRate} (${config.lrSchedule}); LoRA rank ${config.loraRank}, alpha ${config.loraAlpha}; ` +
       `tier strategy ${config.tierAssignmentStrategy}; inactive gradients ${config.inactiveGradients}; evaluation every ${config.evalEvery} steps on ${config.evalBatches === -1 ? 'all' : config.evalBatches} batches`,
-    `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, backend ${config.backend}; total wall time ${formatDuration((performance.now() - started) / 1000)}`,
+    `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, tfjs backend ${backend}; total wall time ${formatDuration((performance.now() - started) / 1000)}`,
   ];
   const reportPath = join(reportDir, REPORT_FILE);
   await writeFile(join(reportDir, CHART_FILE), renderSvg(runs, summary));

@@ -73,7 +73,7 @@ async function generateText(flags: GenerateFlags): Promise<string> {
         padTokenId: tokenizer.padTokenId,
       });
       const continuation = tokenizer.decode(generated ?? [], { skipSpecialTokens: true });
-      // A chat reply stands alone; a plain-text continuation is printed after its prompt.
+      // A chat reply is printed alone, and a plain-text continuation after its prompt.
       return flags.chat === true ? continuation : `${flags.prompt}${continuation}`;
     } finally {
       model.dispose();
