@@ -3,7 +3,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { FileFormatError } from '../errors.js';
+import { ArgumentError, FileFormatError } from '../errors.js';
 import { parseLayerAdapterKey } from './keys.js';
 
 /** File name of the adapter configuration, in both formats. */
@@ -39,6 +39,45 @@ export async function readAdapterConfig(folder: string): Promise<Record<string, 
     throw new FileFormatError('ADAPTER_CONFIG_INVALID', `Invalid ${filePath}: expected a JSON object.`, { details: { path: filePath } });
   }
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * Checks that an adapter path is a readable folder. A missing folder passes, so that the caller
+ * reports which adapter files it expected there.
+ */
+export async function checkAdapterFolder(folder: string): Promise<void> {
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await fs.stat(folder)).isDirectory();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    throw new FileFormatError('ADAPTER_READ_FAILED', `Failed to read adapter folder ${folder}: ${(error as Error).message}.`, {
+      cause: error,
+      details: { folder, errno: code },
+    });
+  }
+  if (!isDirectory) {
+    throw new FileFormatError(
+      'ADAPTER_NOT_A_FOLDER',
+      `Adapter path ${folder} is a file, not a folder. Pass the folder that contains ${ADAPTER_CONFIG_FILE} and the weights file.`,
+      { details: { folder } },
+    );
+  }
+}
+
+/** Creates the folder an adapter is written to, with an ArgumentError when the path or a parent is a file. */
+export async function createAdapterFolder(folder: string): Promise<void> {
+  try {
+    await fs.mkdir(folder, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === 'EEXIST' || code === 'ENOTDIR' ? 'the path or one of its parents is a file' : (error as Error).message;
+    throw new ArgumentError('ADAPTER_WRITE_FAILED', `Cannot write the adapter to ${folder}: ${reason}. Pass the path of a folder.`, {
+      cause: error,
+      details: { folder, errno: code },
+    });
+  }
 }
 
 /** Tells whether a file exists (and is a file). */

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as path from 'node:path';
 
 import { FileFormatError } from '../errors.js';
-import { fileExists, readAdapterConfig } from './common.js';
+import { checkAdapterFolder, fileExists, readAdapterConfig } from './common.js';
 import { MLX_WEIGHTS_FILE, readMlxAdapter, writeMlxAdapter, type WriteMlxAdapterOptions } from './mlx.js';
 import { PEFT_WEIGHTS_FILE, readPeftAdapter, writePeftAdapter, type WritePeftAdapterOptions } from './peft.js';
 import type { AdapterFormat, LoraAdapter } from './types.js';
@@ -17,6 +17,7 @@ export type ConvertAdapterOptions = ({ to: 'peft' } & WritePeftAdapterOptions) |
  * `adapter_config.json` (PEFT configs have `peft_type`).
  */
 export async function detectAdapterFormat(folder: string): Promise<AdapterFormat> {
+  await checkAdapterFolder(folder);
   const hasPeft = await fileExists(path.join(folder, PEFT_WEIGHTS_FILE));
   const hasMlx = await fileExists(path.join(folder, MLX_WEIGHTS_FILE));
 

@@ -9,13 +9,12 @@
  * `lora_layers` in place of `num_layers`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type FloatWriteDtype } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
+import { ADAPTER_CONFIG_FILE, checkAdapterFolder, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
 import { parseLayerAdapterKey } from './keys.js';
 import type { LoraAdapter } from './types.js';
 
@@ -45,6 +44,7 @@ export interface WriteMlxAdapterOptions {
 
 /** Reads an mlx_lm LoRA adapter folder. */
 export async function readMlxAdapter(folder: string): Promise<LoraAdapter> {
+  await checkAdapterFolder(folder);
   const config = await readAdapterConfig(folder);
   const source = path.join(folder, ADAPTER_CONFIG_FILE);
 
@@ -138,7 +138,7 @@ export async function writeMlxAdapter(folder: string, adapter: LoraAdapter, opti
     },
   };
 
-  await fs.mkdir(folder, { recursive: true });
+  await createAdapterFolder(folder);
   await writeSafetensors(path.join(folder, MLX_WEIGHTS_FILE), adapter.weights, { metadata: { format: 'mlx' }, dtype: options.dtype });
   await writeJsonAtomic(path.join(folder, ADAPTER_CONFIG_FILE), config);
 }

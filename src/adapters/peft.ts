@@ -7,13 +7,12 @@
  * set (`peft/tuners/lora/config.py`).
  */
 import * as tf from '@tensorflow/tfjs';
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type FloatWriteDtype } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
+import { ADAPTER_CONFIG_FILE, checkAdapterFolder, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
 import { mlxKeyToPeft, parseLayerAdapterKey, peftKeyToMlx } from './keys.js';
 import type { LoraAdapter } from './types.js';
 
@@ -46,6 +45,7 @@ export interface WritePeftAdapterOptions {
 
 /** Reads a PEFT LoRA adapter folder and converts it to the canonical (mlx_lm) layout. */
 export async function readPeftAdapter(folder: string): Promise<LoraAdapter> {
+  await checkAdapterFolder(folder);
   const config = await readAdapterConfig(folder);
   const source = path.join(folder, ADAPTER_CONFIG_FILE);
   const hyper = readPeftHyperparameters(config, source);
@@ -144,7 +144,7 @@ export async function writePeftAdapter(folder: string, adapter: LoraAdapter, opt
       }
       tensors[mlxKeyToPeft(key)] = tf.transpose(tensor);
     }
-    await fs.mkdir(folder, { recursive: true });
+    await createAdapterFolder(folder);
     await writeSafetensors(path.join(folder, PEFT_WEIGHTS_FILE), tensors, { metadata: { format: 'pt' }, dtype: options.dtype });
     await writeJsonAtomic(path.join(folder, ADAPTER_CONFIG_FILE), config);
   } finally {

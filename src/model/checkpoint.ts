@@ -97,7 +97,8 @@ export function expectedWeightShapes(config: ModelConfig): Record<string, number
  * Loads every weight of a Hugging Face model folder as float32 tfjs tensors keyed by Hugging Face
  * name. The caller owns the tensors and disposes them.
  *
- * Error codes: `CHECKPOINT_NOT_FOUND` when the folder has no safetensors weights, and
+ * Error codes: `CHECKPOINT_NOT_A_FOLDER` when the path is a file, `CHECKPOINT_NOT_FOUND` when the
+ * folder has no safetensors weights, and
  * `CHECKPOINT_SHARD_MISSING` when shard files listed in the index are absent.
  * `CHECKPOINT_WEIGHTS_MISMATCH` reports missing or unexpected weights, with any wrong shapes in
  * the same message. `CHECKPOINT_SHAPE_MISMATCH` is raised when only shapes or dtypes are wrong.
@@ -139,6 +140,7 @@ interface CheckpointLayout {
 
 /** Finds the checkpoint files of a folder and checks that every shard the index lists exists. */
 async function resolveCheckpointFiles(folder: string): Promise<CheckpointLayout> {
+  await checkModelFolder(folder);
   const indexPath = path.join(folder, SHARDED_CHECKPOINT_INDEX);
   if (await fileExists(indexPath)) {
     const weightMap = await readWeightMap(indexPath);
@@ -290,6 +292,28 @@ function listSome(items: string[]): string {
 
 function sameShape(actual: readonly number[], expected: readonly number[]): boolean {
   return actual.length === expected.length && actual.every((dimension, index) => dimension === expected[index]);
+}
+
+/** Checks that a model path is a readable folder; a missing folder is left to the CHECKPOINT_NOT_FOUND report. */
+async function checkModelFolder(folder: string): Promise<void> {
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await fs.stat(folder)).isDirectory();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    throw new FileFormatError('CHECKPOINT_READ_FAILED', `Failed to read model folder ${folder}: ${(error as Error).message}.`, {
+      cause: error,
+      details: { folder, errno: code },
+    });
+  }
+  if (!isDirectory) {
+    throw new FileFormatError(
+      'CHECKPOINT_NOT_A_FOLDER',
+      `Model path ${folder} is a file, not a folder. Pass the folder of a Hugging Face model, which contains config.json and the safetensors weights.`,
+      { details: { folder } },
+    );
+  }
 }
 
 async function fileExists(filePath: string): Promise<boolean> {
