@@ -109,6 +109,33 @@ describe('adapter folder robustness', () => {
     }
     expect(await readFile(file, 'utf8')).toBe('not a folder');
   });
+
+  it('rejects NaN adapter weights', async () => {
+    // Guards against an adapter saved from a diverged run loading silently, after which every
+    // training step is non-finite and the NaN weights are written into each new checkpoint.
+    const { peft, mlx } = await writeAdapterPair('nan', Number.NaN);
+
+    const peftError = await rejection(readAdapter(peft));
+    expect(peftError).toBeInstanceOf(FileFormatError);
+    expect((peftError as FileFormatError).code).toBe('ADAPTER_WEIGHTS_NON_FINITE');
+    // PEFT names the tensors as its file does; 16 x 2 = 32 values each.
+    expect(peftError.message).toContain(
+      '2 tensor(s) contain NaN or infinite values: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (32 of 32 values)',
+    );
+
+    const mlxError = await rejection(readAdapter(mlx));
+    expect((mlxError as FileFormatError).code).toBe('ADAPTER_WEIGHTS_NON_FINITE');
+    expect(mlxError.message).toContain('model.layers.0.self_attn.q_proj.lora_a (32 of 32 values)');
+    expect(mlxError.message).toContain('use an earlier checkpoint or train it again');
+  });
+
+  it('rejects infinite adapter weights', async () => {
+    const { mlx } = await writeAdapterPair('infinite', Number.POSITIVE_INFINITY);
+
+    const error = await rejection(readAdapter(mlx));
+
+    expect((error as FileFormatError).code).toBe('ADAPTER_WEIGHTS_NON_FINITE');
+  });
 });
 
 describe('model folder robustness', () => {

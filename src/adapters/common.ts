@@ -80,6 +80,30 @@ export async function createAdapterFolder(folder: string): Promise<void> {
   }
 }
 
+/**
+ * Rejects adapter weights that contain NaN or infinite values, which a diverged training run
+ * saves. Training from them would only produce non-finite losses.
+ */
+export function checkFiniteWeights(weights: Record<string, tf.Tensor>, source: string, fileKey: (key: string) => string = (key) => key): void {
+  const nonFinite: string[] = [];
+  for (const [key, tensor] of Object.entries(weights)) {
+    const values = tensor.dataSync();
+    let count = 0;
+    for (const value of values) {
+      if (!Number.isFinite(value)) count += 1;
+    }
+    if (count > 0) nonFinite.push(`${fileKey(key)} (${count} of ${values.length} values)`);
+  }
+  if (nonFinite.length > 0) {
+    throw new FileFormatError(
+      'ADAPTER_WEIGHTS_NON_FINITE',
+      `Invalid adapter weights in ${source}: ${nonFinite.length} tensor(s) contain NaN or infinite values: ${nonFinite.slice(0, 5).join(', ')}` +
+        `${nonFinite.length > 5 ? `, and ${nonFinite.length - 5} more` : ''}. The adapter was saved from a diverged run; use an earlier checkpoint or train it again.`,
+      { details: { source, tensors: nonFinite } },
+    );
+  }
+}
+
 /** Tells whether a file exists (and is a file). */
 export async function fileExists(filePath: string): Promise<boolean> {
   try {

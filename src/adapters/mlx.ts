@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type FloatWriteDtype } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, checkAdapterFolder, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
+import { ADAPTER_CONFIG_FILE, checkAdapterFolder, checkFiniteWeights, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
 import { parseLayerAdapterKey } from './keys.js';
 import type { LoraAdapter } from './types.js';
 
@@ -78,6 +78,7 @@ export async function readMlxAdapter(folder: string): Promise<LoraAdapter> {
   const { tensors } = await readSafetensors(weightsPath);
   try {
     const layout = describeAdapterLayout(tensors, weightsPath);
+    checkFiniteWeights(tensors, weightsPath);
     if (declaredRank !== undefined && declaredRank !== layout.rank) {
       throw new FileFormatError(
         'ADAPTER_RANK_MISMATCH',

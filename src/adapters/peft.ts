@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readSafetensors, writeSafetensors, type FloatWriteDtype } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, checkAdapterFolder, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
+import { ADAPTER_CONFIG_FILE, checkAdapterFolder, checkFiniteWeights, createAdapterFolder, describeAdapterLayout, fileExists, numberField, readAdapterConfig } from './common.js';
 import { mlxKeyToPeft, parseLayerAdapterKey, peftKeyToMlx } from './keys.js';
 import type { LoraAdapter } from './types.js';
 
@@ -81,6 +81,7 @@ export async function readPeftAdapter(folder: string): Promise<LoraAdapter> {
     // Messages name weights as the file does, including a missing partner that was never read.
     const layout = describeAdapterLayout(weights, weightsPath, (key) => originalKeys.get(key) ?? mlxKeyToPeft(key));
     checkPeftLayout(layout, hyper, source);
+    checkFiniteWeights(weights, weightsPath, (key) => originalKeys.get(key) ?? key);
 
     return {
       format: 'peft',
