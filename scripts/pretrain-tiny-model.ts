@@ -57,6 +57,10 @@ const DEFAULTS = {
   seed: 0,
   /** Steps between progress lines. */
   logEvery: 50,
+  /**
+   * tfjs backend. On 2 cores the cpu backend did not finish one forward pass over the validation
+   * split (35,834 tokens) in 300 s, while wasm took about 10 s.
+   */
   backend: 'wasm' as 'cpu' | 'wasm',
 };
 
