@@ -14,7 +14,7 @@
  * listed.
  */
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 import { ArgumentError, ConfigError } from '../errors.js';
@@ -95,6 +95,7 @@ export class ExperimentFolder {
   static async prepare(options: PrepareExperimentOptions): Promise<ExperimentFolder> {
     validateExperimentName(options.experimentName);
     const folder = new ExperimentFolder(resolve(options.outputDir, options.experimentName));
+    await checkNotAFile(folder.root, options.outputDir);
 
     const existing = await folder.existingRunEntries();
     if (existing.length > 0 && options.mode === 'new') {
@@ -272,6 +273,34 @@ async function readCheckpointEntry(path: string): Promise<CheckpointEntry | unde
       return undefined;
     }
     throw error;
+  }
+}
+
+/**
+ * Raises a ConfigError with code `EXPERIMENT_FOLDER_INVALID` when the experiment folder or one
+ * of its parents is a file, so that no folder can be created there.
+ */
+async function checkNotAFile(root: string, outputDir: string): Promise<void> {
+  // The walk goes up to the first path that exists: a folder ends it, and a file is the problem.
+  for (let path = root; ; path = dirname(path)) {
+    try {
+      if ((await stat(path)).isDirectory()) {
+        return;
+      }
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(path) !== path) {
+        continue;
+      }
+      throw error;
+    }
+
+    const which = path === root ? 'the experiment folder' : `a parent of the experiment folder (outputDir ${JSON.stringify(outputDir)})`;
+    throw new ConfigError(
+      'EXPERIMENT_FOLDER_INVALID',
+      `Cannot create the experiment folder ${root}: ${path}, ${which}, is a file. Set outputDir and experimentName to a folder path.`,
+      { details: { path: root, file: path } },
+    );
   }
 }
 
