@@ -78,4 +78,14 @@ describe('trainer robustness', () => {
     );
     expect(await readFile(file, 'utf8')).toBe('keep me');
   });
+  it('rejects dispose during setup', async () => {
+    // Guards against dispose() during setup() marking the trainer disposed while setup() went on
+    // to load a model that nothing disposed afterwards.
+    const trainer = new NestedLoRATrainer(config('dispose-in-setup'));
+    const setup = trainer.setup();
+
+    expect(() => trainer.dispose()).toThrow('Cannot dispose the trainer while setup() runs. Await setup() first, then call dispose().');
+    await setup;
+    trainer.dispose();
+  });
 });

@@ -461,13 +461,20 @@ export class NestedLoRATrainer {
     await convertAdapter(checkpointDir, outDir, { to: 'peft', baseModelNameOrPath: this.config.baseModelPath, useRslora: this.config.useRslora });
   }
 
-  /** Disposes the optimizer and, when the trainer loaded it, the model. Safe to call twice. */
+  /**
+   * Disposes the optimizer and, when the trainer loaded it, the model. Safe to call twice. Raises
+   * `TRAINER_BUSY` while `setup()` or `train()` runs.
+   */
   dispose(): void {
     if (this.phase === 'disposed') {
       return;
     }
     if (this.phase === 'training') {
       throw new ArgumentError('TRAINER_BUSY', 'Cannot dispose the trainer while train() runs. Call stop() and await train() first.');
+    }
+    if (this.phase === 'settingUp') {
+      // setup() would go on to load the model after this call, and nothing would dispose it.
+      throw new ArgumentError('TRAINER_BUSY', 'Cannot dispose the trainer while setup() runs. Await setup() first, then call dispose().');
     }
     this.optimizer?.dispose();
     if (this.ownsModel) {
