@@ -78,6 +78,7 @@ describe('trainer robustness', () => {
     );
     expect(await readFile(file, 'utf8')).toBe('keep me');
   });
+
   it('rejects dispose during setup', async () => {
     // Guards against dispose() during setup() marking the trainer disposed while setup() went on
     // to load a model that nothing disposed afterwards.
@@ -87,5 +88,85 @@ describe('trainer robustness', () => {
     expect(() => trainer.dispose()).toThrow('Cannot dispose the trainer while setup() runs. Await setup() first, then call dispose().');
     await setup;
     trainer.dispose();
+  });
+
+  it('rejects resume with another rank', async () => {
+    // Guards against a resume with a different loraRank failing deep in the optimizer state, after
+    // config.json of the run had already been replaced with the new, incompatible options.
+    const folder = await copyBaseRun('other-rank');
+    const configBefore = await readFile(join(folder, 'config.json'), 'utf8');
+
+    const error = await setupFailure(new NestedLoRATrainer(config('other-rank', { resume: true, loraRank: 2, numSteps: 6 })));
+
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.code).toBe('RESUME_CONFIG_MISMATCH');
+    expect(error.message).toBe(
+      `Cannot resume from ${join(folder, 'checkpoints', 'checkpoint_0000004')}: loraRank is 4 in the checkpoint but 2 in the ` +
+        "configuration. Resume with the checkpoint's values, or start a new run with another experimentName or with overwrite: true.",
+    );
+    expect(await readFile(join(folder, 'config.json'), 'utf8')).toBe(configBefore);
+  });
+
+  it('lists every mismatched tier option', async () => {
+    await copyBaseRun('other-tiers');
+
+    const error = await setupFailure(
+      new NestedLoRATrainer(config('other-tiers', { resume: true, numTiers: 2, tierUpdateFrequencies: [1, 3], numSteps: 6 })),
+    );
+
+    expect(error.code).toBe('RESUME_CONFIG_MISMATCH');
+    expect(error.details.differences).toEqual([
+      'numTiers is 3 in the checkpoint but 2 in the configuration',
+      'tierUpdateFrequencies is [1,2,4] in the checkpoint but [1,3] in the configuration',
+    ]);
+  });
+
+  it('names another checkpoint when the latest is damaged', async () => {
+    // Guards against a damaged trainer_state.json in the newest checkpoint ending the resume with
+    // no pointer to the intact checkpoint that could be used instead.
+    const folder = await copyBaseRun('damaged-state');
+    const checkpoints = join(folder, 'checkpoints');
+    await writeFile(join(checkpoints, 'checkpoint_0000004', 'trainer_state.json'), '{"step": ');
+    // final/ contains the same step as checkpoint_0000004, so it is removed to leave step 2 as the other one.
+    await rm(join(checkpoints, 'final'), { recursive: true });
+
+    const error = await setupFailure(new NestedLoRATrainer(config('damaged-state', { resume: true, numSteps: 6 })));
+
+    expect(error).toBeInstanceOf(FileFormatError);
+    expect(error.code).toBe('CHECKPOINT_INVALID');
+    expect(error.message).toContain(`${join(checkpoints, 'checkpoint_0000004')}: trainer_state.json: the file is not valid JSON`);
+    expect(error.message).toContain(
+      `The newest other complete checkpoint is ${join(checkpoints, 'checkpoint_0000002')} (step 2). ` +
+        `Move ${join(checkpoints, 'checkpoint_0000004')} out of ${checkpoints} to resume from it.`,
+    );
+
+    // Following the advice resumes from step 2.
+    await rename(join(checkpoints, 'checkpoint_0000004'), join(root, 'damaged-checkpoint'));
+    const trainer = new NestedLoRATrainer(config('damaged-state', { resume: true, numSteps: 3 }));
+    await trainer.setup();
+    expect(trainer.step).toBe(2);
+    trainer.dispose();
+  });
+
+  it('rejects a NaN adapter in the latest checkpoint', async () => {
+    // Guards against a resume that loaded NaN adapter weights and then wrote them into every new
+    // checkpoint while each step was skipped as non-finite.
+    const folder = await copyBaseRun('nan-adapter');
+    const adapterPath = join(folder, 'checkpoints', 'checkpoint_0000004', 'adapters.safetensors');
+    const { tensors, metadata } = await readSafetensors(adapterPath);
+    const key = 'model.layers.1.self_attn.v_proj.lora_b';
+    const original = tensors[key] as tf.Tensor;
+    tensors[key] = tf.fill(original.shape, Number.NaN);
+    original.dispose();
+    await writeSafetensors(adapterPath, tensors, { metadata });
+    tf.dispose(Object.values(tensors));
+
+    const error = await setupFailure(new NestedLoRATrainer(config('nan-adapter', { resume: true, numSteps: 6 })));
+
+    expect(error.code).toBe('CHECKPOINT_INVALID');
+    expect(error.details.causeCode).toBe('ADAPTER_WEIGHTS_NON_FINITE');
+    // lora_b of a rank-4 adapter on v_proj is [4, 8]: 2 key-value heads of head size 4 give 8 outputs.
+    expect(error.message).toContain(`${key} (32 of 32 values)`);
+    expect(error.message).toContain('The newest other complete checkpoint is');
   });
 });

@@ -98,6 +98,11 @@ export function disposeCheckpoint(checkpoint: { adapter: LoraAdapter; optimizerS
   tf.dispose(Object.values(checkpoint.optimizerState.tensors));
 }
 
+/** Reads only `metadata.json` of a checkpoint folder. */
+export function readCheckpointMetadata(path: string): Promise<CheckpointMetadata> {
+  return readJsonFile(path, 'metadata.json', CheckpointMetadataSchema);
+}
+
 /** Reads only `trainer_state.json` of a checkpoint folder. */
 export function readTrainerState(path: string): Promise<TrainerState> {
   return readJsonFile(path, 'trainer_state.json', TrainerStateSchema);
@@ -147,7 +152,7 @@ function invalidCheckpoint(dir: string, file: string, reason: string, cause?: un
   const code = NestedLearningError.isInstance(cause) ? cause.code : undefined;
   return new FileFormatError(
     'CHECKPOINT_INVALID',
-    `Failed to read checkpoint ${dir}: ${file}: ${reason}. Resume from another checkpoint folder, or start a new run.`,
+    `Failed to read checkpoint ${dir}: ${file}: ${reason.replace(/\.$/, '')}. Resume from another checkpoint folder, or start a new run.`,
     { cause, details: { path: dir, file, causeCode: code } },
   );
 }

@@ -42,8 +42,9 @@ import {
   type TrainerEventListener,
   type TrainerEventName,
 } from './events.js';
-import { ExperimentFolder, periodicCheckpointName, type ExperimentFolderMode } from './experiment.js';
+import { ExperimentFolder, periodicCheckpointName, type CheckpointEntry, type ExperimentFolderMode } from './experiment.js';
 import { createLearningRateSchedule, type LearningRateSchedule } from './lr-schedule.js';
+import { checkResumeConfig, withOtherCheckpointHint } from './resume-check.js';
 import { MetricsFileWriter, type EvalMetricsRecord, type TierStatsRecord, type TrainMetricsRecord } from './metrics.js';
 import { runOptimizerStep, type ComputeGradients } from './optimizer-step.js';
 import {
@@ -264,7 +265,15 @@ export class NestedLoRATrainer {
         experimentName: this.config.experimentName,
         mode,
       });
-      await this.experiment.writeConfig(NestedLearningConfig.toSnakeCase(this.config));
+
+      // A resumed run replaces config.json only once its checkpoint has loaded, so a resume that
+      // fails leaves the record of the run it tried to continue unchanged.
+      const resumeFrom = this.config.resume ? await this.experiment.latestCheckpoint() : undefined;
+      if (resumeFrom === undefined) {
+        await this.experiment.writeConfig(NestedLearningConfig.toSnakeCase(this.config));
+      } else {
+        await this.withCheckpointHint(resumeFrom, () => checkResumeConfig(resumeFrom, this.config));
+      }
 
       await this.prepareModel();
       await this.prepareData();
@@ -276,9 +285,8 @@ export class NestedLoRATrainer {
         minLearningRate: this.config.minLearningRate,
       });
 
-      const resumeFrom = this.config.resume ? await this.experiment.latestCheckpoint() : undefined;
       if (resumeFrom !== undefined) {
-        const saved = await readTrainerState(resumeFrom.path);
+        const saved = await this.withCheckpointHint(resumeFrom, () => readTrainerState(resumeFrom.path));
         this.installTierMap(normalizeTierMap(saved.tierAssignments, { parameters: this.loraShapes(), frequencies: this.config.tierUpdateFrequencies }));
       } else {
         this.installTierMap(this.assignTiers());
@@ -286,7 +294,8 @@ export class NestedLoRATrainer {
       this.phase = 'ready';
 
       if (resumeFrom !== undefined) {
-        await this.loadCheckpoint(resumeFrom.path);
+        await this.withCheckpointHint(resumeFrom, () => this.loadCheckpoint(resumeFrom.path));
+        await this.experiment.writeConfig(NestedLearningConfig.toSnakeCase(this.config));
       } else if (this.config.resume) {
         this.logger.warn(`No complete checkpoint in ${this.experiment.checkpointsDir}; the run starts from step 0.`, {
           experiment: this.experiment.root,
@@ -854,6 +863,15 @@ export class NestedLoRATrainer {
 
   private hasEvaluationData(): boolean {
     return this.validationBatches.length > 0 || this.retainBatches.length > 0;
+  }
+
+  /** Runs a step of resuming from `checkpoint`, naming another checkpoint when this one cannot be read. */
+  private async withCheckpointHint<T>(checkpoint: CheckpointEntry, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      throw await withOtherCheckpointHint(error, checkpoint, this.experiment);
+    }
   }
 
   private requirePhase(allowed: readonly Phase[], action: string): void {
