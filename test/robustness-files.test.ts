@@ -153,3 +153,31 @@ describe('model folder robustness', () => {
     );
   });
 });
+
+describe('LoRA rank robustness', () => {
+  it('rejects a rank above the projection size', async () => {
+    // Guards against loraRank 1e9 failing with a bare RangeError ("Invalid typed array length")
+    // while lora_a was allocated.
+    const lora = { rank: 1e9, scale: 1, targetModules: ['q_proj', 'v_proj'] };
+
+    const error = await rejection(loadCausalLM(inputs.modelDir, { lora }));
+
+    expect(error).toBeInstanceOf(ArgumentError);
+    expect((error as ArgumentError).code).toBe('LORA_INVALID_OPTION');
+    // v_proj maps hidden 16 to 2 key-value heads x head size 4 = 8, the smallest of the two projections.
+    expect(error.message).toBe(
+      'Invalid LoRA option rank: 1000000000. Expected a positive integer of at most 8, the smaller dimension of v_proj ([16, 8]), ' +
+        'because a LoRA update cannot have a higher rank than its matrix.',
+    );
+  });
+
+  it('accepts a rank equal to the projection size', async () => {
+    const model = await loadCausalLM(inputs.modelDir, { lora: { rank: 8, scale: 1, targetModules: ['q_proj', 'v_proj'] } });
+    const weights = model.getLoraWeights();
+    const rank = weights['model.layers.0.self_attn.v_proj.lora_a']?.shape[1];
+    tf.dispose(Object.values(weights));
+    model.dispose();
+
+    expect(rank).toBe(8);
+  });
+});

@@ -132,6 +132,21 @@ export function resolveLoraOptions(options: LoraOptions, config: ModelConfig): R
   }
   const layers = [...new Set(requestedLayers)].sort((a, b) => a - b);
 
+  // The update scale * A B of an [in, out] projection has rank at most min(in, out), so a larger
+  // rank only adds memory, and a huge one overflows the typed array of lora_a.
+  const narrowest = targetModules
+    .map((module) => ({ module, shape: projectionShape(module, config) }))
+    .reduce((best, next) => (Math.min(...next.shape) < Math.min(...best.shape) ? next : best));
+  const maxRank = Math.min(...narrowest.shape);
+  if (rank > maxRank) {
+    throw invalidOption(
+      'rank',
+      rank,
+      `a positive integer of at most ${maxRank}, the smaller dimension of ${narrowest.module} ([${narrowest.shape.join(', ')}]), ` +
+        'because a LoRA update cannot have a higher rank than its matrix',
+    );
+  }
+
   return { rank, scale, dropout, targetModules, layers, seed };
 }
 
