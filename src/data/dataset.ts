@@ -128,7 +128,7 @@ class DatasetBuilder {
     const record = parseRecord(line.value, this.options, location);
     this.checkFormat(record, line.lineNumber);
 
-    const encoded = encodeRecord(record, this.options, location);
+    const encoded = encodeRecord(limitTextLength(record, this.options), this.options, location);
     const sample = truncate(encoded, this.options.maxSeqLength, this.options.truncationSide);
     if (sample !== encoded) this.truncated += 1;
 
@@ -179,6 +179,47 @@ class DatasetBuilder {
       );
     }
   }
+}
+
+/** Longest token string of each tokenizer, in UTF-16 code units. */
+const maxTokenLengths = new WeakMap<Tokenizer, number>();
+
+/**
+ * Cuts the text of a `text` record that is far longer than `maxSeqLength` tokens can cover, so
+ * that a huge line (tens of MB) costs encoding time and memory in proportion to `maxSeqLength`
+ * rather than to its length. Only right truncation is affected, which keeps the first
+ * `maxSeqLength` tokens. Those tokens cover at most `maxSeqLength` times the longest token string
+ * of the vocabulary, and the cut is made at twice that plus 4096 characters.
+ *
+ * NOTE: a cut can change how the word it falls in is split. The first `maxSeqLength` tokens end
+ * at least `maxSeqLength` token lengths earlier, so they change only if one pretokenized word
+ * spans that whole distance, or if a normalizer deletes that many characters.
+ */
+function limitTextLength(record: DatasetRecord, options: ResolvedOptions): DatasetRecord {
+  if (record.format !== 'text' || options.truncationSide !== 'right') {
+    return record;
+  }
+  const limit = 2 * options.maxSeqLength * maxTokenLength(options.tokenizer) + 4096;
+  if (record.text.length <= limit) {
+    return record;
+  }
+
+  // A cut between the two halves of a surrogate pair would leave a lone surrogate.
+  const code = record.text.charCodeAt(limit - 1);
+  const end = code >= 0xd800 && code <= 0xdbff ? limit - 1 : limit;
+  return { ...record, text: record.text.slice(0, end) };
+}
+
+function maxTokenLength(tokenizer: Tokenizer): number {
+  let length = maxTokenLengths.get(tokenizer);
+  if (length === undefined) {
+    length = 1;
+    for (let id = 0; id < tokenizer.vocabSize; id += 1) {
+      length = Math.max(length, tokenizer.idToToken(id)?.length ?? 0);
+    }
+    maxTokenLengths.set(tokenizer, length);
+  }
+  return length;
 }
 
 /** Cuts a sample to `maxSeqLength` tokens; returns the same object when it already fits. */
