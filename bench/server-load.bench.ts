@@ -9,20 +9,26 @@
  * through the API. Rounds alternate between "no clients" and "clients", so a change in load from
  * other processes affects both alike.
  *
- * Clients run in this process: each sends `GET /nested-learning/status`, then
- * `GET /nested-learning/metrics?since=<last step seen>`, and repeats, at once (a closed loop, the
- * most load the clients can make) or `--interval-ms` after the previous pair started (the polling
- * of a dashboard). A request counts as an error when it fails or returns a status other than 200.
+ * The clients run in a separate process, as real clients would, so the CPU time of the server
+ * process is measured apart from theirs. Each client sends `GET /nested-learning/status`, then
+ * `GET /nested-learning/metrics?since=<last step seen>`, and repeats. It repeats at once (a closed
+ * loop, the most load the clients can make) or `--interval-ms` after the previous pair started
+ * (the polling of a dashboard). `--client-nice` lowers the client process's scheduling priority, so
+ * that on a machine with few cores the load generator takes less CPU time from the training than
+ * the server does. A request counts as an error when it fails or returns a status other than 200.
  *
- * Run: npx tsx bench/server-load.bench.ts [--clients 20] [--seconds 30] [--rounds 2] [--interval-ms 0] [--model DIR]
+ * Run: npx tsx bench/server-load.bench.ts [--clients 20] [--seconds 30] [--rounds 2] [--interval-ms 0]
+ *      [--client-nice 0] [--model DIR]
  */
+import { fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, setPriority, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { startServer, type RunSnapshot, type StartedServer } from '../src/server/index.js';
+// The server module is imported in main() only, so the client process starts without loading it.
+import type { RunSnapshot, StartedServer } from '../src/server/index.js';
 
 const repositoryRoot = fileURLToPath(new URL('..', import.meta.url));
 
@@ -33,6 +39,9 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '5' },
     'interval-ms': { type: 'string', default: '0' },
+    'client-nice': { type: 'string', default: '0' },
+    // Internal: makes this process the client process, started by the benchmark itself.
+    'client-process': { type: 'boolean', default: false },
     model: { type: 'string', default: join(repositoryRoot, 'examples', 'models', 'tiny-qwen2') },
   },
 });
@@ -41,6 +50,7 @@ const WINDOW_SECONDS = Number(args.seconds);
 const ROUNDS = Number(args.rounds);
 const WARMUP_STEPS = Number(args.warmup);
 const INTERVAL_MS = Number(args['interval-ms']);
+const CLIENT_NICE = Number(args['client-nice']);
 const MODEL_DIR = args.model as string;
 
 /** Settings of every training run: long enough that the window always ends first. */
@@ -70,13 +80,25 @@ interface WindowResult {
   errors: number;
   latenciesMs: number[];
   loadAverage: number;
+  /** CPU time of the server process (this one) and of the client process during the window, in seconds. */
+  serverCpuSeconds: number;
+  clientCpuSeconds: number;
+}
+
+/** Report of the client process. */
+interface ClientReport {
+  requests: number;
+  errors: number;
+  latenciesMs: number[];
+  cpuSeconds: number;
 }
 
 async function main(): Promise<void> {
   const workDir = await mkdtemp(join(tmpdir(), 'nl-server-load-'));
+  const { startServer } = await import('../src/server/index.js');
   const server = await startServer({
     port: 0,
-    // Request lines are logged at level info; warn keeps the benchmark's output readable.
+    // Request lines are logged at level info. Level warn keeps the benchmark's output readable.
     logger: { level: 'warn' },
     roots: { model: dirname(MODEL_DIR) },
     outputDir: workDir,
@@ -109,14 +131,18 @@ async function measureWindow(server: StartedServer, withClients: boolean, experi
   if (start.status !== 202) {
     throw new Error(`Start failed with ${start.status}: ${await start.text()}`);
   }
+  // The client process starts (and loads) before the window, so the window measures requests only.
+  const clients = withClients ? await startClientProcess() : undefined;
   await waitForStep(server, WARMUP_STEPS);
 
   const windowStart = Date.now();
   const windowEnd = windowStart + WINDOW_SECONDS * 1000;
-  const load = withClients ? runClients(server.url, windowEnd) : sleepUntil(windowEnd).then(() => ({ requests: 0, errors: 0, latenciesMs: [] }));
+  const cpuStart = process.cpuUsage();
   const loadAverageStart = loadavg()[0] as number;
-  const clientResult = await load;
+  const idle: ClientReport = { requests: 0, errors: 0, latenciesMs: [], cpuSeconds: 0 };
+  const clientResult = clients === undefined ? await sleepUntil(windowEnd).then(() => idle) : await clients(server.url, windowEnd);
   const loadAverage = ((loadavg()[0] as number) + loadAverageStart) / 2;
+  const cpu = process.cpuUsage(cpuStart);
 
   const stop = await fetch(`${server.url}/nested-learning/stop`, { method: 'POST' });
   if (stop.status !== 200) {
@@ -133,9 +159,49 @@ async function measureWindow(server: StartedServer, withClients: boolean, experi
     steps: stepTimes.length,
     meanStepTime: stepTimes.reduce((sum, value) => sum + value, 0) / stepTimes.length,
     medianStepTime: median(stepTimes),
-    ...clientResult,
+    requests: clientResult.requests,
+    errors: clientResult.errors,
+    latenciesMs: clientResult.latenciesMs,
     loadAverage,
+    serverCpuSeconds: (cpu.user + cpu.system) / 1e6,
+    clientCpuSeconds: clientResult.cpuSeconds,
   };
+}
+
+/** Runs the clients of one window until a deadline and returns their report. */
+type ClientProcess = (baseUrl: string, deadline: number) => Promise<ClientReport>;
+
+/** Starts the client process and waits until it is ready to send requests. */
+async function startClientProcess(): Promise<ClientProcess> {
+  const child = fork(fileURLToPath(import.meta.url), ['--client-process', '--clients', String(CLIENTS), '--interval-ms', String(INTERVAL_MS)], {
+    execArgv: process.execArgv,
+  });
+  if (CLIENT_NICE !== 0) {
+    setPriority(child.pid as number, CLIENT_NICE);
+  }
+  const exited = new Promise<never>((_, reject) => {
+    child.once('exit', (code) => reject(new Error(`The client process exited with code ${code} before its report.`)));
+  });
+  await Promise.race([new Promise((resolve) => child.once('message', resolve)), exited]);
+
+  return (baseUrl, deadline) => {
+    child.send({ baseUrl, deadline });
+    return Promise.race([new Promise<ClientReport>((resolve) => child.once('message', (report: ClientReport) => resolve(report))), exited]);
+  };
+}
+
+/** Entry point of the client process: reports ready, runs the clients of one window, sends the report and exits. */
+function clientMain(): void {
+  process.once('message', ({ baseUrl, deadline }: { baseUrl: string; deadline: number }) => {
+    void (async () => {
+      const cpuStart = process.cpuUsage();
+      const result = await runClients(baseUrl, deadline);
+      const cpu = process.cpuUsage(cpuStart);
+      const report: ClientReport = { ...result, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+      process.send?.(report, undefined, undefined, () => process.exit(0));
+    })();
+  });
+  process.send?.('ready');
 }
 
 /** Runs the clients until `deadline` and returns their counts. */
@@ -229,7 +295,8 @@ function printWindow(round: number, withClients: boolean, result: WindowResult):
   const rate = result.requests / WINDOW_SECONDS;
   const latency = withClients
     ? `, ${rate.toFixed(0)} requests/s, ${result.errors} errors, latency p50 ${percentile(result.latenciesMs, 0.5).toFixed(1)} ms, ` +
-      `p99 ${percentile(result.latenciesMs, 0.99).toFixed(1)} ms`
+      `p99 ${percentile(result.latenciesMs, 0.99).toFixed(1)} ms, CPU server ${result.serverCpuSeconds.toFixed(1)} s, ` +
+      `clients ${result.clientCpuSeconds.toFixed(1)} s`
     : '';
   console.log(
     `round ${round + 1}, ${clients}: ${result.steps} steps, step time mean ${(result.meanStepTime * 1000).toFixed(1)} ms, ` +
@@ -258,6 +325,16 @@ function printSummary(results: readonly { withClients: boolean; result: WindowRe
   console.log(`latency: p50 ${percentile(latencies, 0.5).toFixed(1)} ms, p99 ${percentile(latencies, 0.99).toFixed(1)} ms`);
   console.log(`step time: ${(quietStep * 1000).toFixed(1)} ms without clients, ${(loadedStep * 1000).toFixed(1)} ms with clients`);
   console.log(`training slowdown: ${((loadedStep / quietStep - 1) * 100).toFixed(1)}% (target: under 5%)`);
+  const serverCpu = loaded.reduce((sum, result) => sum + result.serverCpuSeconds, 0);
+  const clientCpu = loaded.reduce((sum, result) => sum + result.clientCpuSeconds, 0);
+  console.log(
+    `CPU time per request: server ${((serverCpu / requests) * 1000).toFixed(3)} ms, clients ${((clientCpu / requests) * 1000).toFixed(3)} ms ` +
+      `(client process nice ${CLIENT_NICE})`,
+  );
 }
 
-await main();
+if (args['client-process'] === true) {
+  clientMain();
+} else {
+  await main();
+}
