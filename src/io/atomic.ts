@@ -44,7 +44,7 @@ export async function writeFileAtomic(filePath: string, data: AtomicFileData): P
     }
     await fs.rename(temporary, target);
   } catch (error) {
-    await fs.rm(temporary, { force: true });
+    await removeTemporaryFile(temporary);
     throw writeError(target, error);
   }
   await syncDirectory(path.dirname(target));
@@ -52,7 +52,16 @@ export async function writeFileAtomic(filePath: string, data: AtomicFileData): P
 
 /** Writes `value` as JSON (with a final newline) to `filePath` atomically. */
 export async function writeJsonAtomic(filePath: string, value: unknown, options: WriteJsonOptions = {}): Promise<void> {
-  const text = JSON.stringify(value, null, options.indent ?? 2);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, null, options.indent ?? 2);
+  } catch (error) {
+    // JSON.stringify raises a TypeError for a circular structure or a BigInt.
+    throw new FileFormatError('FILE_WRITE_FAILED', `Cannot write ${filePath}: the value has no JSON form (${(error as Error).message.split('\n')[0]}).`, {
+      cause: error,
+      details: { path: filePath },
+    });
+  }
   if (text === undefined) {
     throw new FileFormatError('FILE_WRITE_FAILED', `Cannot write ${filePath}: the value has no JSON form (it is ${typeof value}).`, {
       details: { path: filePath },
@@ -80,8 +89,12 @@ export async function writeDirectoryAtomic(dir: string, fill: (temporaryDir: str
   const parent = path.dirname(target);
   const temporary = siblingPath(target, 'tmp');
 
-  await fs.mkdir(parent, { recursive: true });
-  await fs.mkdir(temporary);
+  try {
+    await fs.mkdir(parent, { recursive: true });
+    await fs.mkdir(temporary);
+  } catch (error) {
+    throw writeError(target, error);
+  }
   try {
     await fill(temporary);
     await syncTree(temporary);
@@ -252,6 +265,19 @@ async function newestPath(paths: string[]): Promise<string> {
     }
   }
   return newest;
+}
+
+/**
+ * Removes the temporary file of a failed write. When a parent of the target is a file, the
+ * temporary path cannot exist either, and `rm` reports ENOTDIR even with `force`, which would
+ * hide the error of the write itself.
+ */
+async function removeTemporaryFile(temporary: string): Promise<void> {
+  try {
+    await fs.rm(temporary, { force: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw error;
+  }
 }
 
 /** Wraps a file-system error in a {@link FileFormatError}; the library's own errors pass through. */
