@@ -128,3 +128,18 @@ describe('config file robustness', () => {
     expect(config.baseModelPath).toBe('/modèles/base');
   });
 });
+
+describe('config keys robustness', () => {
+  it('rejects Object.prototype names', () => {
+    // Guards against keys such as "constructor" or "__proto__" passing silently as ignored keys,
+    // because the check used the `in` operator, which also sees Object.prototype.
+    for (const key of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
+      const input = JSON.parse(`{"baseModelPath": "/m", "trainDataPath": "/t", ${JSON.stringify(key)}: 1}`) as Record<string, unknown>;
+
+      const result = NestedLearningConfig.safeParse(input);
+
+      expect(result.success).toBe(false);
+      expect(result.success ? '' : result.error.message).toContain(`- ${key}: is not a known option`);
+    }
+  });
+});

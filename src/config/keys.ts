@@ -88,7 +88,7 @@ export function normalizeOptionKeys(input: Record<string, unknown>, source: Conf
     if (value === undefined) {
       continue;
     }
-    if (key in IGNORED_CONFIG_KEYS) {
+    if (Object.hasOwn(IGNORED_CONFIG_KEYS, key)) {
       ignoredKeys.push(key);
       continue;
     }
