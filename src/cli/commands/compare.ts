@@ -8,13 +8,14 @@ import { join, resolve } from 'node:path';
 
 import { Command } from 'commander';
 
-import { ArgumentError, NestedLearningConfig, writeJsonAtomic } from '../../index.js';
+import { ArgumentError, NestedLearningConfig, TrainingError, writeJsonAtomic } from '../../index.js';
 import { renderMarkdown, renderSvg, summarizeComparison, type ComparisonRun, type MethodName } from '../compare-report.js';
 import { addConfigOptions, resolveConfig } from '../config-options.js';
 import { timestampName } from '../embedded-default.js';
 import { formatDuration } from '../progress.js';
 import { runTraining } from '../run-training.js';
 import type { Terminal } from '../terminal.js';
+import { listenForStop } from './train.js';
 
 const REPORT_FILE = 'report.md';
 const CHART_FILE = 'report.svg';
@@ -36,7 +37,12 @@ export function compareCommand(terminal: () => Terminal): Command {
     const seeds = parseSeeds(String(options.seeds));
     const config = await resolveConfig(options);
     const reportDir = resolve((options.reportDir as string | undefined) ?? join('nested_learning', 'reports', `compare-${timestampName(new Date())}`));
-    await runComparison({ config, seeds, reportDir, terminal: terminal() });
+    const stop = listenForStop(terminal());
+    try {
+      await runComparison({ config, seeds, reportDir, terminal: terminal(), signal: stop.signal });
+    } finally {
+      stop.dispose();
+    }
   });
   return command;
 }
@@ -47,6 +53,8 @@ export interface RunComparisonOptions {
   seeds: number[];
   reportDir: string;
   terminal: Terminal;
+  /** Aborting it stops the current run with its final checkpoint and ends the comparison without a report. */
+  signal?: AbortSignal;
 }
 
 /** Trains both methods for every seed and writes the report files; returns the path of `report.md`. */
@@ -92,9 +100,14 @@ export async function runComparison(options: RunComparisonOptions): Promise<stri
         overwrite: false,
       });
       const label = `[${method} seed ${seed}] `;
-      const summary = await runTraining({ config: runConfig, terminal, label, announce: false });
+      const summary = await runTraining({ config: runConfig, terminal, label, announce: false, ...(options.signal === undefined ? {} : { signal: options.signal }) });
       if (summary.reason === 'stopped') {
-        throw new ArgumentError('CLI_COMPARE_STOPPED', `The ${method} run of seed ${seed} was stopped; the comparison is incomplete.`);
+        throw new TrainingError(
+          'CLI_COMPARE_STOPPED',
+          `The comparison stopped during the ${method} run of seed ${seed}, so no report was written. ` +
+            `The runs so far are in ${join(reportDir, 'runs')}; start compare again with another --report-dir to repeat it.`,
+          { details: { method, seed, reportDir } },
+        );
       }
       const last = summary.lastEvaluation;
       backend = summary.backend;

@@ -32,6 +32,27 @@ export function trainCommand(terminal: () => Terminal): Command {
 }
 
 async function trainAction(config: Awaited<ReturnType<typeof resolveConfig>>, terminal: Terminal): Promise<number> {
+  const stop = listenForStop(terminal);
+  try {
+    const summary = await runTraining({ config, terminal, signal: stop.signal });
+    terminal.out.write(formatSummary(summary));
+    return summary.reason === 'stopped' ? STOPPED_EXIT_CODE : 0;
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** A stop signal raised by SIGINT or SIGTERM, and the removal of its listeners. */
+export interface StopListener {
+  signal: AbortSignal;
+  dispose(): void;
+}
+
+/**
+ * Aborts the returned signal on the first SIGINT or SIGTERM, so the running training writes its final
+ * checkpoint and ends. A second signal exits the process at once with {@link STOPPED_EXIT_CODE}.
+ */
+export function listenForStop(terminal: Terminal): StopListener {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     if (controller.signal.aborted) {
@@ -43,15 +64,13 @@ async function trainAction(config: Awaited<ReturnType<typeof resolveConfig>>, te
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-
-  try {
-    const summary = await runTraining({ config, terminal, signal: controller.signal });
-    terminal.out.write(formatSummary(summary));
-    return summary.reason === 'stopped' ? STOPPED_EXIT_CODE : 0;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** Formats the end-of-run summary: outcome, losses, forgetting, time and the experiment folder. */
