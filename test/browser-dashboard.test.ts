@@ -133,7 +133,7 @@ describe.runIf(runBrowserTest)('dashboard in headless Chromium', () => {
     // Chromium logs the rejected start (400) as a failed resource. Nothing else may fail.
     expect(pageErrors.filter((error) => !error.includes('status of 400'))).toEqual([]);
     expect(pageErrors.filter((error) => error.includes('status of 400'))).toHaveLength(1);
-  });
+  }, 180_000);
 
   it('sends the token from the address fragment', async () => {
     const token = 'browser-token-0123456789';

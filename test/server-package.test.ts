@@ -25,7 +25,7 @@ afterAll(async () => {
 });
 
 function runNode(args: string[]): string {
-  return execFileSync(process.execPath, args, { cwd: repositoryRoot, encoding: 'utf8', timeout: 120_000 });
+  return execFileSync(process.execPath, args, { cwd: repositoryRoot, encoding: 'utf8', timeout: 150_000 });
 }
 
 describe('built server package', () => {
@@ -58,7 +58,7 @@ describe('built server package', () => {
     expect(JSON.parse(runNode(['--input-type=commonjs', '-e', script]))).toEqual(['function', 200, true]);
   });
 
-  it('trains through the ESM bundle', async () => {
+  it('trains through the ESM bundle', { timeout: 180_000 }, async () => {
     // Two steps on the embedded model, through the bundled training process.
     const outputDir = join(workDir, 'esm');
     const config = {

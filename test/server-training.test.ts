@@ -86,7 +86,7 @@ async function status(app: FastifyInstance): Promise<RunSnapshot> {
   return (await app.inject({ method: 'GET', url: '/nested-learning/status' })).json() as RunSnapshot;
 }
 
-async function waitFor(app: FastifyInstance, done: (snapshot: RunSnapshot) => boolean, timeoutMs = 60_000): Promise<RunSnapshot> {
+async function waitFor(app: FastifyInstance, done: (snapshot: RunSnapshot) => boolean, timeoutMs = 150_000): Promise<RunSnapshot> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const snapshot = await status(app);
@@ -113,7 +113,10 @@ async function countLines(path: string): Promise<number> {
   return (await readFile(path, 'utf8')).split('\n').filter((line) => line.trim() !== '').length;
 }
 
-describe('training through the API', () => {
+/** Time limit of each test: a run under the load of a full parallel test suite can take a minute. */
+const RUN_TIMEOUT_MS = 180_000;
+
+describe('training through the API', { timeout: RUN_TIMEOUT_MS }, () => {
   it('stops and resumes a run', async () => {
     const app = makeServer('stop');
     const start = await app.inject({
@@ -294,7 +297,7 @@ describe('training through the API', () => {
   });
 });
 
-describe('Ctrl-C in a terminal', () => {
+describe('Ctrl-C in a terminal', { timeout: RUN_TIMEOUT_MS }, () => {
   it('keeps the final checkpoint of the run', async () => {
     // A server process that closes on SIGINT, as `nested-learning serve` does. The terminal sends
     // SIGINT to the whole process group, the training process included.

@@ -5,7 +5,7 @@
 
 /** One problem of a request, located by the path of the value inside it. */
 export interface RequestIssue {
-  /** Where the value is, with the key as the client wrote it, e.g. `tier_update_frequencies[1]`. */
+  /** Location of the value, with the key as the client wrote it, e.g. `tier_update_frequencies[1]`. */
   path: string;
   message: string;
   /** The value found at the path, when there is one. */

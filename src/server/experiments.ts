@@ -13,12 +13,12 @@ export interface ExperimentSummary {
   name: string;
   path: string;
   /**
-   * `running`/`stopping` for the server's active run; `completed` or `stopped` from the final
-   * checkpoint; `error` for a run of this server that failed; `incomplete` for a folder without a
-   * final checkpoint (a run killed, or one still running in another process).
+   * Status of the run. The server's active run is `running` or `stopping`, and a run of this
+   * server that failed is `error`. Other folders are `completed` or `stopped` per their final
+   * checkpoint, or `incomplete` without one (a run killed, or one running in another process).
    */
   status: ExperimentStatus;
-  /** Why the run ended, from `checkpoints/final/metadata.json`. */
+  /** Reason the run ended, from `checkpoints/final/metadata.json`. */
   stopReason: string | null;
   /** Last step in `train_metrics.jsonl`, or the latest checkpoint's step when there are no metrics. */
   step: number;
@@ -37,7 +37,7 @@ export interface ExperimentSummary {
   updatedAt: string | null;
 }
 
-/** What the server knows about its own runs, to label folders that the files alone cannot. */
+/** The server's own current or last run, which labels a folder that the files alone cannot. */
 export interface KnownRun {
   path: string;
   status: 'running' | 'stopping' | 'completed' | 'stopped' | 'error' | 'idle';

@@ -1,8 +1,8 @@
 /**
- * Files the server needs at run time, located from this module's own URL so they are found both
- * from the TypeScript sources (`src/server/`) and from the build (`dist/`): the package root with
- * the embedded default model and data, the dashboard's static files, uPlot's browser build, and
- * the script of the training process.
+ * Files the server needs at run time: the package root with the embedded default model and data,
+ * the dashboard's static files, uPlot's browser build, and the script of the training process.
+ * They are located from this module's own URL, so they are found both from the TypeScript sources
+ * (`src/server/`) and from the build (`dist/`).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -13,7 +13,7 @@ const PACKAGE_NAME = 'nested-learning';
 const moduleUrl = import.meta.url;
 const moduleDir = dirname(fileURLToPath(moduleUrl));
 
-/** How the code runs: from the TypeScript sources (tests, tsx) or from the ESM or CommonJS build. */
+/** Form of the running code: the TypeScript sources (tests, tsx), or the ESM or CommonJS build. */
 export type ModuleFlavor = 'typescript' | 'esm' | 'commonjs';
 
 /** Returns the flavor of the running server code, from the extension of this module. */

@@ -16,7 +16,7 @@ export interface ServerRoots {
   model?: string | string[];
   /** Folders of data files (`trainDataPath`, `valDataPath`, `retainDataPath`). @default the package's `examples/data` */
   data?: string | string[];
-  /** Folders that may hold experiment folders (`outputDir`). `outputDir` is always one of them. @default [] */
+  /** Folders that may contain experiment folders (`outputDir`). `outputDir` is always one of them. @default [] */
   output?: string | string[];
 }
 

@@ -7,7 +7,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'nod
 
 import type { ResolvedServerOptions, RootKind } from './options.js';
 
-/** Why a path was rejected. */
+/** Reason a path was rejected. */
 export type PathRejection =
   | { kind: 'forbidden'; reason: string }
   | { kind: 'invalid'; reason: string };
