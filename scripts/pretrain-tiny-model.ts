@@ -211,6 +211,7 @@ function pretrain(config: ModelConfig, parameters: Parameters, train: Dataset, v
 
   let started = performance.now();
   let lossSum = 0;
+  let lossCount = 0;
   let tokens = 0;
   for (let step = 1; step <= settings.steps; step++) {
     const batch = batches.next().value as Batch;
@@ -220,15 +221,17 @@ function pretrain(config: ModelConfig, parameters: Parameters, train: Dataset, v
       return value.dataSync()[0] as number;
     });
     lossSum += loss;
+    lossCount += 1;
     tokens += batch.tokenCount;
 
     if (step % settings.logEvery === 0 || step === settings.steps) {
       const seconds = (performance.now() - started) / 1000;
       const line =
-        `step ${step}/${settings.steps} | train loss ${(lossSum / settings.logEvery).toFixed(4)} | ` +
+        `step ${step}/${settings.steps} | train loss ${(lossSum / lossCount).toFixed(4)} | ` +
         `lr ${learningRateAt(step, settings).toExponential(2)} | ${(tokens / seconds).toFixed(0)} tokens/s`;
       console.log(step % (settings.logEvery * 4) === 0 ? `${line} | valid loss ${validationLoss(config, parameters, valid).toFixed(4)}` : line);
       lossSum = 0;
+      lossCount = 0;
       tokens = 0;
       started = performance.now();
     }
