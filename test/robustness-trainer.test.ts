@@ -169,4 +169,37 @@ describe('trainer robustness', () => {
     expect(error.message).toContain(`${key} (32 of 32 values)`);
     expect(error.message).toContain('The newest other complete checkpoint is');
   });
+
+  it('rejects training data with no usable sample', async () => {
+    // Guards against every prompt being longer than maxSeqLength ending setup with "The dataset
+    // has 0 sample(s), too few for one batch", which hid why the samples were gone.
+    const path = join(root, 'long-prompts.jsonl');
+    const record = JSON.stringify({ prompt: 'tiers update slowly '.repeat(5), completion: 'fast' });
+    await writeFile(path, `${record}\n${record}\n${record}\n`);
+
+    const error = await setupFailure(
+      new NestedLoRATrainer(config('long-prompts', { trainDataPath: path, maskPrompt: true, maxSeqLength: 16 })),
+    );
+
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.code).toBe('DATASET_EMPTY');
+    expect(error.message).toBe(
+      `The train data ${path} has no usable sample: of 3 line(s), 0 were invalid and 3 had no target token left after ` +
+        'truncation to maxSeqLength 16. Raise maxSeqLength or shorten the prompts, because with maskPrompt a prompt that ' +
+        'fills maxSeqLength leaves no token to train on. Empty records have no target token either.',
+    );
+  });
+
+  it('rejects an empty validation file', async () => {
+    // Guards against a validation file without samples turning evaluation, the best checkpoint
+    // and early stopping off without a word.
+    const path = join(root, 'blank-lines.jsonl');
+    await writeFile(path, '\n\n');
+
+    const error = await setupFailure(new NestedLoRATrainer(config('blank-validation', { valDataPath: path, evalEvery: 1 })));
+
+    expect(error.code).toBe('DATASET_EMPTY');
+    expect(error.message).toContain(`The validation data ${path} has no usable sample: of 2 line(s)`);
+    expect(error.message).toContain('Add samples to the file.');
+  });
 });
