@@ -65,3 +65,24 @@ describe('built package', () => {
     expect(b).toBeCloseTo(2.1, 6);
   });
 });
+
+describe('published files', () => {
+  it('include the embedded default model and data', () => {
+    // `nested-learning train` with no config reads these from the installed package, so a tarball
+    // without them would fail on first use.
+    const output = execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8' });
+    const files = new Set((JSON.parse(output) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path));
+    for (const path of [
+      'dist/cli.js',
+      'examples/models/tiny-qwen2/config.json',
+      'examples/models/tiny-qwen2/model.safetensors',
+      'examples/models/tiny-qwen2/tokenizer.json',
+      'examples/models/tiny-qwen2/tokenizer_config.json',
+      'examples/data/press/valid.jsonl',
+      'examples/data/fiction/train.jsonl',
+      'examples/data/fiction/valid.jsonl',
+    ]) {
+      expect(files.has(path), path).toBe(true);
+    }
+  });
+});
