@@ -1,4 +1,4 @@
-import { cp, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -77,6 +77,23 @@ describe('trainer robustness', () => {
         `(outputDir ${JSON.stringify(file)}), is a file. Set outputDir and experimentName to a folder path.`,
     );
     expect(await readFile(file, 'utf8')).toBe('keep me');
+  });
+
+  it('rejects checkpoints that is a file', async () => {
+    // Guards against a bare EEXIST from mkdir when a resumed experiment folder has a file named checkpoints.
+    const folder = join(outputDir, 'checkpoints-file');
+    await mkdir(folder, { recursive: true });
+    await writeFile(join(folder, 'checkpoints'), 'keep me');
+
+    const error = await setupFailure(new NestedLoRATrainer(config('checkpoints-file', { resume: true })));
+
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.code).toBe('EXPERIMENT_FOLDER_INVALID');
+    expect(error.message).toBe(
+      `Cannot use the experiment folder ${folder}: ${join(folder, 'checkpoints')} is a file, not a folder. ` +
+        'Move the file away, or set overwrite: true to delete it.',
+    );
+    expect(await readFile(join(folder, 'checkpoints'), 'utf8')).toBe('keep me');
   });
 
   it('rejects dispose during setup', async () => {

@@ -112,8 +112,9 @@ export class ExperimentFolder {
       }
     }
 
-    await mkdir(folder.checkpointsDir, { recursive: true });
-    await mkdir(folder.metricsDir, { recursive: true });
+    for (const subfolder of [folder.checkpointsDir, folder.metricsDir]) {
+      await createSubfolder(subfolder);
+    }
     await folder.recoverInterruptedWrites();
     return folder;
   }
@@ -300,6 +301,22 @@ async function checkNotAFile(root: string, outputDir: string): Promise<void> {
       'EXPERIMENT_FOLDER_INVALID',
       `Cannot create the experiment folder ${root}: ${path}, ${which}, is a file. Set outputDir and experimentName to a folder path.`,
       { details: { path: root, file: path } },
+    );
+  }
+}
+
+/** Creates `checkpoints/` or `metrics/`, with a ConfigError when a file already has that name. */
+async function createSubfolder(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw error;
+    }
+    throw new ConfigError(
+      'EXPERIMENT_FOLDER_INVALID',
+      `Cannot use the experiment folder ${dirname(path)}: ${path} is a file, not a folder. Move the file away, or set overwrite: true to delete it.`,
+      { cause: error, details: { path: dirname(path), file: path } },
     );
   }
 }
