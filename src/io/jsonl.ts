@@ -126,8 +126,11 @@ export async function readJsonl(
 
 /** Shortens a line for an error message, keeping control characters visible. */
 export function lineExcerpt(text: string): string {
-  const characters = Array.from(text);
-  const excerpt = characters.length > EXCERPT_LENGTH ? `${characters.slice(0, EXCERPT_LENGTH).join('')}…` : text;
+  // A code point takes one or two UTF-16 code units, so the first 2 * EXCERPT_LENGTH units contain
+  // the excerpt, and splitting only them keeps a 50 MB line from becoming an array of 50 M strings.
+  const head = Array.from(text.slice(0, 2 * EXCERPT_LENGTH));
+  const cut = head.length > EXCERPT_LENGTH || text.length > 2 * EXCERPT_LENGTH;
+  const excerpt = cut ? `${head.slice(0, EXCERPT_LENGTH).join('')}…` : text;
   return JSON.stringify(excerpt);
 }
 
