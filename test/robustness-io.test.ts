@@ -1,10 +1,11 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { FileFormatError } from '../src/errors.js';
-import { lineExcerpt, readJsonl, writeDirectoryAtomic, writeFileAtomic, writeJsonAtomic } from '../src/io/index.js';
+import { ArgumentError, FileFormatError } from '../src/errors.js';
+import { lineExcerpt, readJsonl, writeDirectoryAtomic, writeFileAtomic, writeJsonAtomic, writeSafetensors } from '../src/io/index.js';
 
 let root: string;
 let file: string;
@@ -99,5 +100,34 @@ describe('JSONL robustness', () => {
     expect(lineExcerpt(emoji.repeat(81))).toBe(JSON.stringify(`${emoji.repeat(80)}…`));
     expect(lineExcerpt('b'.repeat(80))).toBe(JSON.stringify('b'.repeat(80)));
     expect(lineExcerpt('b'.repeat(81))).toBe(JSON.stringify(`${'b'.repeat(80)}…`));
+  });
+});
+
+describe('safetensors write robustness', () => {
+  it('rejects a disposed tensor', async () => {
+    // Guards against tfjs's "Tensor is disposed" surfacing as FILE_WRITE_FAILED with advice to
+    // check the folder, and against a partial file being left behind.
+    await tf.setBackend('cpu');
+    const tensorsBefore = tf.memory().numTensors;
+    const kept = tf.ones([2]);
+    const disposed = tf.zeros([3]);
+    disposed.dispose();
+    const target = join(root, 'disposed.safetensors');
+
+    let error: unknown;
+    try {
+      await writeSafetensors(target, { kept, disposed });
+    } catch (caught) {
+      error = caught;
+    }
+    kept.dispose();
+
+    expect(error).toBeInstanceOf(ArgumentError);
+    expect((error as ArgumentError).code).toBe('SAFETENSORS_TENSOR_DISPOSED');
+    expect((error as Error).message).toBe(
+      'Cannot write tensor "disposed": it has been disposed. Write tensors before disposing them, or pass a clone.',
+    );
+    expect(await readdir(root)).not.toContain('disposed.safetensors');
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
   });
 });

@@ -450,6 +450,13 @@ function planItem(name: string, source: tf.Tensor | RawTensor, floatDtype: Float
   }
 
   if (!isRawTensor(source)) {
+    if (source.isDisposed) {
+      throw new ArgumentError(
+        'SAFETENSORS_TENSOR_DISPOSED',
+        `Cannot write tensor "${name}": it has been disposed. Write tensors before disposing them, or pass a clone.`,
+        { details: { tensor: name } },
+      );
+    }
     const dtype = storageDtype(name, source.dtype, floatDtype);
     return { name, dtype, shape: [...source.shape], byteLength: (source.size * DTYPE_BITS[dtype]) / 8, source };
   }
