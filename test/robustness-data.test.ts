@@ -34,12 +34,40 @@ describe('dataset robustness', () => {
     const dataset = await loadDataset(path, { tokenizer, maxSeqLength: 64 });
     const seconds = (performance.now() - started) / 1000;
 
-    // On a shared 2-core machine the load takes 0.25 s, and took 12.6 s when the whole line was encoded.
-    expect(seconds).toBeLessThan(3);
+    // On a shared 2-core machine the load takes 0.25 to 0.8 s, and took 12.6 s when the whole line was encoded.
+    expect(seconds).toBeLessThan(5);
     expect(dataset.stats.samples).toBe(2);
     expect(dataset.stats.truncated).toBe(1);
     // The tiny tokenizer gives one token per character, so a 1000-character prefix covers the first 64 tokens.
     expect(dataset.samples[0]?.inputIds).toEqual(tokenizer.encode(text.slice(0, 1000), { addSpecialTokens: true }).slice(0, 64));
   });
 
+  it('encodes a 16 MB completion in bounded time', async () => {
+    const prompt = 'Q: what do the tiers do? A: ';
+    const completion = 'the tiers update slowly '.repeat(700_000);
+    const path = join(root, 'huge-completion.jsonl');
+    await writeFile(path, `${JSON.stringify({ prompt, completion })}\n`);
+
+    const started = performance.now();
+    const dataset = await loadDataset(path, { tokenizer, maxSeqLength: 64, maskPrompt: true });
+    const seconds = (performance.now() - started) / 1000;
+
+    expect(seconds).toBeLessThan(5);
+    expect(dataset.stats.truncated).toBe(1);
+    const sample = dataset.samples[0];
+    expect(sample?.inputIds).toEqual(tokenizer.encode((prompt + completion).slice(0, 1000), { addSpecialTokens: true }).slice(0, 64));
+    // The tiny tokenizer gives one token per character, so the 28-character prompt is masked.
+    expect(sample?.targetMask.indexOf(1)).toBe(prompt.length);
+  });
+
+  it('skips a 16 MB prompt with maskPrompt', async () => {
+    // A prompt that fills maxSeqLength leaves no target, whether or not it is cut before encoding.
+    const path = join(root, 'huge-prompt.jsonl');
+    await writeFile(path, `${JSON.stringify({ prompt: 'the tiers update slowly '.repeat(700_000), completion: 'yes' })}\n`);
+
+    const dataset = await loadDataset(path, { tokenizer, maxSeqLength: 64, maskPrompt: true });
+
+    expect(dataset.stats.samples).toBe(0);
+    expect(dataset.stats.skippedNoTargets).toBe(1);
+  });
 });

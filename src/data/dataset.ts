@@ -185,29 +185,44 @@ class DatasetBuilder {
 const maxTokenLengths = new WeakMap<Tokenizer, number>();
 
 /**
- * Cuts the text of a `text` record that is far longer than `maxSeqLength` tokens can cover, so
- * that a huge line (tens of MB) costs encoding time and memory in proportion to `maxSeqLength`
- * rather than to its length. Only right truncation is affected, which keeps the first
- * `maxSeqLength` tokens. Those tokens cover at most `maxSeqLength` times the longest token string
- * of the vocabulary, and the cut is made at twice that plus 4096 characters.
+ * Cuts a `text` record, or a `completions` record encoded without a chat template, that is far
+ * longer than `maxSeqLength` tokens can cover, so that a huge line (tens of MB) costs encoding
+ * time and memory in proportion to `maxSeqLength` rather than to its length. Only right
+ * truncation is affected, which keeps the first `maxSeqLength` tokens. Those tokens cover at most
+ * `maxSeqLength` times the longest token string of the vocabulary, and the cut is made at twice
+ * that plus 4096 characters. A prompt longer than the cut leaves an empty completion, so with
+ * maskPrompt the sample still has no target and is skipped, as it was uncut.
+ *
+ * Chat records are not cut, because a template may rewrite a message's content as a whole (for
+ * example drop the reasoning before a closing think tag) and a cut could change what it renders.
  *
  * NOTE: a cut can change how the word it falls in is split. The first `maxSeqLength` tokens end
  * at least `maxSeqLength` token lengths earlier, so they change only if one pretokenized word
  * spans that whole distance, or if a normalizer deletes that many characters.
  */
 function limitTextLength(record: DatasetRecord, options: ResolvedOptions): DatasetRecord {
-  if (record.format !== 'text' || options.truncationSide !== 'right') {
+  if (options.truncationSide !== 'right') {
     return record;
   }
   const limit = 2 * options.maxSeqLength * maxTokenLength(options.tokenizer) + 4096;
-  if (record.text.length <= limit) {
-    return record;
-  }
 
-  // A cut between the two halves of a surrogate pair would leave a lone surrogate.
-  const code = record.text.charCodeAt(limit - 1);
-  const end = code >= 0xd800 && code <= 0xdbff ? limit - 1 : limit;
-  return { ...record, text: record.text.slice(0, end) };
+  if (record.format === 'text' && record.text.length > limit) {
+    return { ...record, text: cutText(record.text, limit) };
+  }
+  if (record.format === 'completions' && !options.tokenizer.hasChatTemplate && record.prompt.length + record.completion.length > limit) {
+    const prompt = cutText(record.prompt, limit);
+    return { ...record, prompt, completion: cutText(record.completion, limit - prompt.length) };
+  }
+  return record;
+}
+
+/** Returns the first `limit` UTF-16 code units of `text`, one fewer when the last would be half of a surrogate pair. */
+function cutText(text: string, limit: number): string {
+  if (text.length <= limit) {
+    return text;
+  }
+  const code = text.charCodeAt(limit - 1);
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? limit - 1 : limit);
 }
 
 function maxTokenLength(tokenizer: Tokenizer): number {
