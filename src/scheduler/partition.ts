@@ -1,6 +1,7 @@
 /**
  * Splitting an ordered list into contiguous runs of nearly equal weight.
  */
+import { ArgumentError } from '../errors.js';
 
 /**
  * Splits items, in their order, into `parts` contiguous non-empty runs whose weights are as equal
@@ -15,6 +16,19 @@
  * Weights must be non-negative safe integers (element counts). Runs in O(parts * n^2) time.
  */
 export function partitionContiguous(weights: readonly number[], parts: number): number[] {
+  if (!Number.isSafeInteger(parts) || parts < 1) {
+    throw new ArgumentError('SCHEDULER_INVALID_OPTION', `parts is ${String(parts)}; it must be an integer of at least 1.`, {
+      details: { field: 'parts', value: parts },
+    });
+  }
+  const invalid = weights.findIndex((weight) => !Number.isSafeInteger(weight) || weight < 0);
+  if (invalid !== -1) {
+    throw new ArgumentError(
+      'SCHEDULER_INVALID_OPTION',
+      `weights[${invalid}] is ${String(weights[invalid])}; every weight must be a non-negative integer (an element count).`,
+      { details: { field: 'weights', index: invalid, value: weights[invalid] } },
+    );
+  }
   const count = weights.length;
   if (count <= parts) {
     return weights.map((_, index) => index);

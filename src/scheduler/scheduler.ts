@@ -330,7 +330,14 @@ function checkStep(step: number): void {
 function invalidOption(field: string, value: unknown, expected: string): ArgumentError {
   return new ArgumentError(
     'SCHEDULER_INVALID_OPTION',
-    `${field} is ${value === undefined ? 'missing' : JSON.stringify(value)}; it must be ${expected}.`,
+    `${field} is ${describeValue(value)}; it must be ${expected}.`,
     { details: { field, value } },
   );
+}
+
+/** Shows a value as JSON, except that NaN and the infinities, which JSON writes as null, keep their names. */
+function describeValue(value: unknown): string {
+  if (value === undefined) return 'missing';
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  return JSON.stringify(value);
 }

@@ -170,6 +170,13 @@ export function makeTierMap(
  * not a list of non-negative integers.
  */
 export function checkParameters(parameters: ParameterList): CheckedParameter[] {
+  if (typeof parameters !== 'object' || parameters === null) {
+    throw new ArgumentError(
+      'SCHEDULER_INVALID_PARAMETER',
+      `Parameters must be a list of { name, shape }, a Map or an object from name to shape, got ${String(parameters)}.`,
+      { details: { parameters } },
+    );
+  }
   const list: ParameterInfo[] = Array.isArray(parameters)
     ? [...(parameters as readonly ParameterInfo[])]
     : parameters instanceof Map
