@@ -1,7 +1,13 @@
-import { describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { ArgumentError, NestedLearningError } from '../src/errors.js';
+import { NestedAdam, type NestedAdamState } from '../src/optimizer/index.js';
 import { ParameterTierScheduler, partitionContiguous, type ParameterList } from '../src/scheduler/index.js';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
 
 function thrown(run: () => unknown): NestedLearningError {
   try {
@@ -52,5 +58,20 @@ describe('scheduler robustness', () => {
   it('partition keeps working', () => {
     // Weights 1, 1, 2 in two runs: [1, 1] and [2] give equal shares of 2.
     expect(partitionContiguous([1, 1, 2], 2)).toEqual([0, 0, 1]);
+  });
+});
+
+describe('optimizer robustness', () => {
+  it('setState rejects null', () => {
+    // Guards against a bare TypeError from destructuring null.
+    const tensorsBefore = tf.memory().numTensors;
+    const optimizer = new NestedAdam({ tierUpdateFrequencies: [1] });
+
+    const error = thrown(() => optimizer.setState(null as unknown as NestedAdamState));
+    optimizer.dispose();
+
+    expect(error.code).toBe('OPTIMIZER_STATE_MISMATCH');
+    expect(error.message).toContain('Cannot restore the NestedAdam state: it is null, not an object from getState()');
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
   });
 });

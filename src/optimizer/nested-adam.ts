@@ -534,6 +534,9 @@ export class NestedAdam extends tf.Optimizer {
 
   /** Checks the step, the tier counters and the hyperparameters that must match. */
   private checkStateCounters(state: NestedAdamState): void {
+    if (typeof state !== 'object' || state === null) {
+      throw stateMismatch(`it is ${String(state)}, not an object from getState()`, {});
+    }
     const { step, tierUpdateCounts, hyperparameters } = state;
     const frequencies = this.options.tiers.map((tier) => tier.frequency);
 
