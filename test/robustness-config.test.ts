@@ -65,7 +65,7 @@ describe('config file robustness', () => {
 
   it('rejects duplicate JSON keys', async () => {
     // Guards against JSON.parse silently keeping the second of two equal keys, so a file that
-    // says numSteps twice trained with whichever came last.
+    // sets numSteps twice trained with whichever came last.
     const path = await writeScratch('duplicate.json', '{"baseModelPath": "/m", "trainDataPath": "/t", "numSteps": 5, "numSteps": 7}');
 
     const error = await fileFailure(path);
@@ -132,7 +132,7 @@ describe('config file robustness', () => {
 describe('config keys robustness', () => {
   it('rejects Object.prototype names', () => {
     // Guards against keys such as "constructor" or "__proto__" passing silently as ignored keys,
-    // because the check used the `in` operator, which also sees Object.prototype.
+    // because the check used the `in` operator, which is also true for inherited names.
     for (const key of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
       const input = JSON.parse(`{"baseModelPath": "/m", "trainDataPath": "/t", ${JSON.stringify(key)}: 1}`) as Record<string, unknown>;
 

@@ -181,13 +181,13 @@ class DatasetBuilder {
   }
 }
 
-/** Longest token string of each tokenizer, in UTF-16 code units. */
+/** Maximum token string length of each tokenizer, in UTF-16 code units. */
 const maxTokenLengths = new WeakMap<Tokenizer, number>();
 
 /**
  * Cuts a `text` record, or a `completions` record encoded without a chat template, that is far
- * longer than `maxSeqLength` tokens can cover, so that a huge line (tens of MB) costs encoding
- * time and memory in proportion to `maxSeqLength` rather than to its length. Only right
+ * longer than `maxSeqLength` tokens can cover. A huge line (tens of MB) then costs encoding time
+ * and memory in proportion to `maxSeqLength` rather than to its length. Only right
  * truncation is affected, which keeps the first `maxSeqLength` tokens. Those tokens cover at most
  * `maxSeqLength` times the longest token string of the vocabulary, and the cut is made at twice
  * that plus 4096 characters. A prompt longer than the cut leaves an empty completion, so with

@@ -1,7 +1,7 @@
 /**
- * Checks made before a run resumes from its latest checkpoint: that the checkpoint was written
- * with the options that fix the adapter and optimizer layout, and, when a checkpoint cannot be
- * read, which other checkpoint of the experiment could be used instead.
+ * Checks made before a run resumes from its latest checkpoint. The checkpoint must have been
+ * written with the options that fix the adapter and optimizer layout. When it cannot be read, the
+ * error names another checkpoint of the experiment that could be used instead.
  */
 import { NestedLearningConfig, snakeCaseName, type ConfigFieldName } from '../config/index.js';
 import { ConfigError, NestedLearningError } from '../errors.js';
