@@ -15,3 +15,6 @@ export * from './model/index.js';
 export * from './adapters/index.js';
 export * from './data/index.js';
 export * from './trainer/index.js';
+export { LIBRARY_VERSION } from './trainer/version.js';
+export { EMBEDDED_DEFAULT_STEPS, embeddedDefaultConfig, embeddedDefaultPaths } from './embedded-default.js';
+export type { EmbeddedDefaultPaths } from './embedded-default.js';

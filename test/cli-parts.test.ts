@@ -12,7 +12,8 @@ import { describe, expect, it } from 'vitest';
 
 import { describeResult, renderSvg, spread, summarizeComparison, type ComparisonRun } from '../src/cli/compare-report.js';
 import { configOverrides, kebabCase, resolveConfig } from '../src/cli/config-options.js';
-import { embeddedDefaultPaths, timestampName } from '../src/cli/embedded-default.js';
+import { embeddedDefaultPaths } from '../src/index.js';
+import { timestampName } from '../src/cli/names.js';
 import { formatDuration, formatStepLine, ProgressDisplay } from '../src/cli/progress.js';
 import { runTraining } from '../src/cli/run-training.js';
 import { formatLayers } from '../src/cli/commands/tiers.js';

@@ -66,6 +66,23 @@ describe('built package', () => {
   });
 });
 
+describe('embedded default paths', () => {
+  it('point at the shipped model and data', () => {
+    const script =
+      `import { existsSync } from 'node:fs';` +
+      `import { embeddedDefaultPaths } from 'nested-learning';` +
+      `const paths = embeddedDefaultPaths();` +
+      `console.log(JSON.stringify(Object.entries(paths).map(([key, path]) => [key, existsSync(path)])));`;
+    const output = runNode(['--input-type=module', '-e', script]);
+    expect(Object.fromEntries(JSON.parse(output) as [string, boolean][])).toEqual({
+      baseModelPath: true,
+      trainDataPath: true,
+      valDataPath: true,
+      retainDataPath: true,
+    });
+  });
+});
+
 describe('published files', () => {
   it('include the embedded default model and data', () => {
     // `nested-learning train` with no config reads these from the installed package, so a tarball

@@ -48,6 +48,7 @@ describe('NestedLoRATrainer', () => {
     const trainer = new NestedLoRATrainer(config('early'));
     expect(() => trainer.parameterTierMap).toThrow(/Cannot read parameterTierMap while the trainer is created\. Call setup\(\) first\./);
     expect(() => trainer.evaluate()).toThrow(ArgumentError);
+    expect(() => trainer.tierStats()).toThrow(/Cannot read tierStats while the trainer is created/);
     await expect(trainer.train()).rejects.toThrow(/Cannot train while the trainer is created/);
   });
 
@@ -91,6 +92,8 @@ describe('NestedLoRATrainer', () => {
       { tier: 1, frequency: 2, updateCount: 2, parameterCount: 0, elementCount: 0 },
       { tier: 2, frequency: 4, updateCount: 1, parameterCount: 12, elementCount: 672 },
     ]);
+    // The trainer reports the same per-tier records as the checkpoint metadata.
+    expect(trainer.tierStats()).toEqual(metadata.tierStats);
     expect(() => {
       trainer.parameterTierMap = Object.fromEntries(names.map((name) => [name, 0]));
     }).toThrow(/Cannot replace parameterTierMap while the trainer is finished/);

@@ -8,8 +8,15 @@ import { join } from 'node:path';
 
 import { Command, Option } from 'commander';
 
-import { ArgumentError, NestedLearningConfig, type ConfigFieldInfo, type NestedLearningConfigInput, type PresetName } from '../index.js';
-import { embeddedDefaultConfig, embeddedDefaultPaths } from './embedded-default.js';
+import {
+  ArgumentError,
+  embeddedDefaultConfig,
+  embeddedDefaultPaths,
+  NestedLearningConfig,
+  type ConfigFieldInfo,
+  type NestedLearningConfigInput,
+  type PresetName,
+} from '../index.js';
 
 /** Conversion rule of a flag's text into a configuration value. */
 type FlagKind = 'boolean' | 'list' | 'mapping' | 'text';

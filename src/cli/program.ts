@@ -10,7 +10,7 @@ import { generateCommand } from './commands/generate.js';
 import { serveCommand } from './commands/serve.js';
 import { tiersCommand } from './commands/tiers.js';
 import { trainCommand } from './commands/train.js';
-import { packageVersion } from './embedded-default.js';
+import { packageVersion } from './names.js';
 import { formatError, processTerminal, type Terminal } from './terminal.js';
 
 /** Builds the program with every subcommand. `terminal` is read when a command runs, after the global flags are parsed. */

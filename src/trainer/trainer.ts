@@ -850,7 +850,12 @@ export class NestedLoRATrainer {
     return new Map([...this.modelInstance.loraParameters].map(([key, variable]) => [key, variable.shape]));
   }
 
-  private tierStats(): TierStatsRecord[] {
+  /**
+   * Returns per tier the update frequency, the optimizer updates taken so far, and the parameter and
+   * element counts; the same records that each metrics line carries. Available after `setup()`.
+   */
+  tierStats(): TierStatsRecord[] {
+    this.requirePhase(['ready', 'training', 'finished', 'failed'], 'read tierStats');
     const counts = this.optimizer.tierStats();
     return this.tierMap.tiers.map((tier) => ({
       tier: tier.tier,

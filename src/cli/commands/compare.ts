@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ArgumentError, NestedLearningConfig, TrainingError, writeJsonAtomic } from '../../index.js';
 import { renderMarkdown, renderSvg, summarizeComparison, type ComparisonRun, type MethodName } from '../compare-report.js';
 import { addConfigOptions, resolveConfig } from '../config-options.js';
-import { timestampName } from '../embedded-default.js';
+import { timestampName } from '../names.js';
 import { formatDuration } from '../progress.js';
 import { runTraining } from '../run-training.js';
 import type { Terminal } from '../terminal.js';

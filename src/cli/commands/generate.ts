@@ -4,7 +4,7 @@
 import { Command, Option } from 'commander';
 
 import { ArgumentError, initBackend, loadCausalLM, loadTokenizer, readAdapter, type BackendName, type LoraAdapter } from '../../index.js';
-import { embeddedDefaultPaths } from '../embedded-default.js';
+import { embeddedDefaultPaths } from '../../index.js';
 import type { Terminal } from '../terminal.js';
 
 interface GenerateFlags {

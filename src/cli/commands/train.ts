@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 
 import { addConfigOptions, resolveConfig } from '../config-options.js';
-import { EMBEDDED_DEFAULT_STEPS } from '../embedded-default.js';
+import { EMBEDDED_DEFAULT_STEPS } from '../../index.js';
 import { formatDuration, formatNumber, formatSigned } from '../progress.js';
 import { runTraining, SUMMARY_FILE, type RunSummary } from '../run-training.js';
 import type { Terminal } from '../terminal.js';

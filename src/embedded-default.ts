@@ -1,18 +1,18 @@
 /**
  * The embedded default run: the tiny Qwen2 model pretrained on Brown Corpus press text, continued
  * with a LoRA adapter on Brown Corpus fiction while the press validation split measures forgetting.
- * Paths are resolved inside the installed package, so the command works from any folder.
+ * Paths are resolved inside the installed package, so the run works from any working directory.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { NestedLearningConfigInput } from '../index.js';
+import type { NestedLearningConfigInput } from './config/index.js';
 
 const PACKAGE_NAME = 'nested-learning';
 
 /** Returns the folder of the `nested-learning` package: the nearest parent of this module with its package.json. */
-export function packageRoot(): string {
+function packageRoot(): string {
   const moduleDir = dirname(fileURLToPath(import.meta.url));
   let dir = moduleDir;
   for (;;) {
@@ -22,28 +22,19 @@ export function packageRoot(): string {
     }
     const parent = dirname(dir);
     if (parent === dir) {
-      // Reached only when the package was copied without its package.json: dist/ or src/cli/ sits below the root.
-      return join(moduleDir, import.meta.url.endsWith('.ts') ? '../..' : '..');
+      // Reached only when the package was copied without its package.json: dist/ and src/ sit one level below the root.
+      return join(moduleDir, '..');
     }
     dir = parent;
   }
 }
 
 function readPackageName(manifest: string): string | undefined {
-  return readManifest(manifest)?.name;
-}
-
-function readManifest(manifest: string): { name?: string; version?: string } | undefined {
   try {
-    return JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string; version?: string };
+    return (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name;
   } catch {
     return undefined;
   }
-}
-
-/** Returns the version in the package's package.json, or `unknown` when it cannot be read. */
-export function packageVersion(): string {
-  return readManifest(join(packageRoot(), 'package.json'))?.version ?? 'unknown';
 }
 
 /** Paths of the embedded model and data inside the package. */
@@ -100,6 +91,6 @@ export function embeddedDefaultConfig(now: Date = new Date()): NestedLearningCon
 }
 
 /** Formats a time as `YYYYMMDD-HHMMSS` in UTC. */
-export function timestampName(time: Date): string {
+function timestampName(time: Date): string {
   return time.toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
 }
