@@ -555,9 +555,17 @@ describe('ParameterTierScheduler manual', () => {
   });
 
   it('keeps single stars within one name segment', () => {
-    const scheduler = new ParameterTierScheduler({
+    // `model.layers.*.mlp.*` would need the name to end after one more segment, so it matches nothing.
+    const tooShort = new ParameterTierScheduler({
       strategy: 'manual',
       tierMap: { 'model.layers.*.mlp.*': 0, 'model.layers.*.mlp.*.*': 1 },
+      defaultTier: 2,
+    });
+    expect(() => tooShort.assign(parameters)).toThrow(/1 tierMap rule\(s\) match no parameter: model\.layers\.\*\.mlp\.\*\./);
+
+    const scheduler = new ParameterTierScheduler({
+      strategy: 'manual',
+      tierMap: { 'model.layers.*.mlp.*.*': 1 },
       defaultTier: 2,
     });
 
@@ -568,6 +576,28 @@ describe('ParameterTierScheduler manual', () => {
       'model.layers.12.mlp.down_proj.lora_a': 1,
       'lm_head.lora_a': 2,
     });
+  });
+
+  it('rejects a rule that matches no parameter', () => {
+    // A glob with a character class such as [01] is taken literally; ignoring it silently left a tier
+    // with no parameters while a later catch-all rule took them.
+    const scheduler = new ParameterTierScheduler({
+      strategy: 'manual',
+      tierMap: { 'model.layers.[01].mlp.**': 1, '**': 2 },
+    });
+
+    const error = (() => {
+      try {
+        scheduler.assign(parameters);
+      } catch (caught) {
+        return caught as ArgumentError;
+      }
+      return undefined;
+    })();
+    expect(error?.code).toBe('SCHEDULER_RULE_MATCHES_NOTHING');
+    expect(error?.message).toContain('model.layers.[01].mlp.**');
+    expect(error?.message).toContain('/regular expression/');
+    expect(error?.details.rules).toEqual(['model.layers.[01].mlp.**']);
   });
 
   it('accepts RegExp rules in a list', () => {

@@ -285,6 +285,20 @@ export class ParameterTierScheduler {
       return { parameter, tier: rule.tier };
     });
 
+    // A rule that matches no name at all is almost always a typo or an unsupported glob form, and
+    // silently ignoring it can leave a tier empty.
+    const unusedRules = this.rules.filter((rule) => !parameters.some((parameter) => rule.matches(parameter.name)));
+    if (unusedRules.length > 0) {
+      throw new ArgumentError(
+        'SCHEDULER_RULE_MATCHES_NOTHING',
+        `${unusedRules.length} tierMap rule(s) match no parameter: ${listNames(unusedRules.map((rule) => rule.pattern))}. ` +
+          'In a glob, * stays within one dot-separated part, ** crosses parts and ? is one character; ' +
+          'write character classes such as [01] as a /regular expression/. ' +
+          `Parameter names look like ${listNames(parameters.slice(0, 2).map((parameter) => parameter.name))}.`,
+        { details: { rules: unusedRules.map((rule) => rule.pattern) } },
+      );
+    }
+
     if (unmatched.length > 0 && this.defaultTier === undefined) {
       throw new ArgumentError(
         'SCHEDULER_UNMATCHED_PARAMETERS',
