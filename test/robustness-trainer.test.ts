@@ -165,6 +165,40 @@ describe('trainer robustness', () => {
     trainer.dispose();
   });
 
+  it('warns when resume reaches numSteps', async () => {
+    // Guards against a resume whose numSteps is not above the checkpoint's step finishing at once
+    // with no word that no step was trained.
+    await copyBaseRun('no-steps-left');
+    const warnings: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message), error() {} };
+    const trainer = new NestedLoRATrainer(config('no-steps-left', { resume: true, numSteps: 3 }), { logger });
+    await trainer.setup();
+
+    expect(trainer.step).toBe(4);
+    expect(warnings.some((message) => message.includes('is at step 4, which reaches numSteps 3, so train() runs no step'))).toBe(true);
+    trainer.dispose();
+  });
+
+  it('warns about an incomplete checkpoint on resume', async () => {
+    // Guards against a resume that fell back to an older checkpoint without saying that a newer
+    // folder was skipped because a file was missing.
+    const folder = await copyBaseRun('missing-file');
+    const checkpoints = join(folder, 'checkpoints');
+    await rm(join(checkpoints, 'checkpoint_0000004', 'optimizer.safetensors'));
+    await rm(join(checkpoints, 'final'), { recursive: true });
+    await rm(join(checkpoints, 'best'), { recursive: true, force: true });
+    const warnings: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message), error() {} };
+    const trainer = new NestedLoRATrainer(config('missing-file', { resume: true, numSteps: 6 }), { logger });
+    await trainer.setup();
+
+    expect(trainer.step).toBe(2);
+    expect(warnings).toContain(
+      `Skipping the incomplete checkpoint ${join(checkpoints, 'checkpoint_0000004')}: a file is missing or metadata.json cannot be read.`,
+    );
+    trainer.dispose();
+  });
+
   it('rejects a NaN adapter in the latest checkpoint', async () => {
     // Guards against a resume that loaded NaN adapter weights and then wrote them into every new
     // checkpoint while each step was skipped as non-finite.

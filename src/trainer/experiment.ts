@@ -168,6 +168,31 @@ export class ExperimentFolder {
   }
 
   /**
+   * Returns the paths of folders under `checkpoints/` that have a checkpoint name but are not
+   * complete (a file missing, or metadata.json unreadable), so resume can say why it skips them.
+   */
+  async incompleteCheckpoints(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.checkpointsDir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        return [];
+      }
+      throw error;
+    }
+
+    const incomplete: string[] = [];
+    for (const name of names.filter((candidate) => CHECKPOINT_NAME.test(candidate)).sort()) {
+      const path = join(this.checkpointsDir, name);
+      if ((await readCheckpointEntry(path)) === undefined) {
+        incomplete.push(path);
+      }
+    }
+    return incomplete;
+  }
+
+  /**
    * Returns the complete checkpoint with the highest step, or `undefined` when there is none.
    * Among folders of equal step a periodic or `final` folder is preferred over `best`, though all
    * of them hold the same state.

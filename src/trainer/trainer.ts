@@ -269,6 +269,11 @@ export class NestedLoRATrainer {
       // A resumed run replaces config.json only once its checkpoint has loaded, so a resume that
       // fails leaves the record of the run it tried to continue unchanged.
       const resumeFrom = this.config.resume ? await this.experiment.latestCheckpoint() : undefined;
+      if (this.config.resume) {
+        for (const path of await this.experiment.incompleteCheckpoints()) {
+          this.logger.warn(`Skipping the incomplete checkpoint ${path}: a file is missing or metadata.json cannot be read.`, { checkpoint: path });
+        }
+      }
       if (resumeFrom === undefined) {
         await this.experiment.writeConfig(NestedLearningConfig.toSnakeCase(this.config));
       } else {
@@ -743,6 +748,13 @@ export class NestedLoRATrainer {
   }
 
   private checkSchedule(state: TrainerState, path: string): void {
+    if (state.step >= this.config.numSteps) {
+      this.logger.warn(
+        `Checkpoint ${path} is at step ${state.step}, which reaches numSteps ${this.config.numSteps}, so train() runs no step. ` +
+          `Set numSteps above ${state.step} to continue training.`,
+        { checkpoint: path, step: state.step, numSteps: this.config.numSteps },
+      );
+    }
     if (scheduleDiffers(state, this.config)) {
       this.logger.warn(
         `The learning-rate schedule differs from the one checkpoint ${path} was trained with; the configured one applies from step ${state.step + 1}.`,
