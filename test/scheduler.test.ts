@@ -579,8 +579,8 @@ describe('ParameterTierScheduler manual', () => {
   });
 
   it('rejects a rule that matches no parameter', () => {
-    // A glob with a character class such as [01] is taken literally; ignoring it silently left a tier
-    // with no parameters while a later catch-all rule took them.
+    // A glob with a character class such as [01] is taken literally. Ignoring such a rule silently
+    // left its tier with no parameters, because a later catch-all rule took them.
     const scheduler = new ParameterTierScheduler({
       strategy: 'manual',
       tierMap: { 'model.layers.[01].mlp.**': 1, '**': 2 },

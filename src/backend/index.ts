@@ -3,7 +3,7 @@
  *
  * The library and the caller share one tfjs engine: the library imports `@tensorflow/tfjs` as a
  * peer of the caller's code (it is never bundled), so tensors created on either side are the same
- * kind of object, and a backend set here is the one the caller sees.
+ * kind of object, and a backend set here is also the caller's backend.
  */
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
@@ -13,7 +13,7 @@ import { BackendError } from '../errors.js';
 /** A backend the library can run on. `tensorflow` is libtensorflow through `tfjs-node(-gpu)`. */
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
-/** What {@link initBackend} selected. */
+/** The backend that {@link initBackend} selected. */
 export interface BackendInfo {
   /** The tfjs backend now active. */
   name: BackendName;

@@ -142,22 +142,9 @@ export class ExperimentFolder {
 
   /** Lists the complete checkpoint folders, by ascending step, then name. */
   async listCheckpoints(): Promise<CheckpointEntry[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.checkpointsDir);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        return [];
-      }
-      throw error;
-    }
-
     const entries: CheckpointEntry[] = [];
-    for (const name of names) {
-      if (!CHECKPOINT_NAME.test(name)) {
-        continue;
-      }
-      const entry = await readCheckpointEntry(join(this.checkpointsDir, name));
+    for (const path of await this.checkpointFolders()) {
+      const entry = await readCheckpointEntry(path);
       if (entry !== undefined) {
         entries.push(entry);
       }
@@ -169,9 +156,20 @@ export class ExperimentFolder {
 
   /**
    * Returns the paths of folders under `checkpoints/` that have a checkpoint name but are not
-   * complete (a file missing, or metadata.json unreadable), so resume can say why it skips them.
+   * complete (a file missing, or metadata.json unreadable). Resume logs them as skipped.
    */
   async incompleteCheckpoints(): Promise<string[]> {
+    const incomplete: string[] = [];
+    for (const path of await this.checkpointFolders()) {
+      if ((await readCheckpointEntry(path)) === undefined) {
+        incomplete.push(path);
+      }
+    }
+    return incomplete;
+  }
+
+  /** Returns the paths under `checkpoints/` whose names are checkpoint names, sorted by name. */
+  private async checkpointFolders(): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(this.checkpointsDir);
@@ -182,14 +180,10 @@ export class ExperimentFolder {
       throw error;
     }
 
-    const incomplete: string[] = [];
-    for (const name of names.filter((candidate) => CHECKPOINT_NAME.test(candidate)).sort()) {
-      const path = join(this.checkpointsDir, name);
-      if ((await readCheckpointEntry(path)) === undefined) {
-        incomplete.push(path);
-      }
-    }
-    return incomplete;
+    return names
+      .filter((name) => CHECKPOINT_NAME.test(name))
+      .sort()
+      .map((name) => join(this.checkpointsDir, name));
   }
 
   /**

@@ -864,7 +864,7 @@ export class NestedLoRATrainer {
 
   /**
    * Returns per tier the update frequency, the optimizer updates taken so far, and the parameter and
-   * element counts; the same records that each metrics line carries. Available after `setup()`.
+   * element counts. Each metrics line carries the same records. Available after `setup()`.
    */
   tierStats(): TierStatsRecord[] {
     this.requirePhase(['ready', 'training', 'finished', 'failed'], 'read tierStats');
