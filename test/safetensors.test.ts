@@ -19,7 +19,9 @@ import {
   readSafetensors,
   writeSafetensors,
   type RawTensor,
+  type SafetensorsEntry,
 } from '../src/index.js';
+import { sharedRegions } from '../src/io/safetensors-codec.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'safetensors');
 
@@ -663,6 +665,183 @@ describe('safetensors writer', () => {
     const leftovers = (await fs.readdir(tmpDir)).filter((name) => name.includes('kept.safetensors.tmp'));
     expect(leftovers).toEqual([]);
     good.dispose();
+  });
+});
+
+describe('safetensors batched reads', () => {
+  // The header is padded to 501 bytes, so data starts at byte 509, an odd offset. Data buffer:
+  //   f32   F32  [2]     bytes  0..8    1.5, -2
+  //   bf16  BF16 [2, 2]  bytes  8..16   0x3F80 0xC040 0x7F80 0x0001 = 1, -3, +Inf, 2^-133 (9.18e-41)
+  //   odd   BF16 [3]     bytes 16..22   0x4049 0xC2F7 0x7FC0 = 3.140625, -123.5, NaN
+  //   half  F16  [2]     bytes 22..26   0x3C00 0xC000 = 1, -2
+  //   ids   I32  [2]     bytes 26..34   7, -1
+  //   mask  BOOL [3]     bytes 34..37   0, 2, 1 -> false, true, true
+  //   none  BF16 [0, 4]  bytes 37..37
+  //   one   F32  []      bytes 37..41   0.25
+  const entries: Array<[string, string, number[], number[]]> = [
+    ['f32', 'F32', [2], [0, 8]],
+    ['bf16', 'BF16', [2, 2], [8, 16]],
+    ['odd', 'BF16', [3], [16, 22]],
+    ['half', 'F16', [2], [22, 26]],
+    ['ids', 'I32', [2], [26, 34]],
+    ['mask', 'BOOL', [3], [34, 37]],
+    ['none', 'BF16', [0, 4], [37, 37]],
+    ['one', 'F32', [], [37, 41]],
+  ];
+  const expected: Record<string, number[]> = {
+    f32: [1.5, -2],
+    bf16: [1, -3, Infinity, 2 ** -133],
+    odd: [3.140625, -123.5, NaN],
+    half: [1, -2],
+    ids: [7, -1],
+    mask: [0, 1, 1],
+    none: [],
+    one: [0.25],
+  };
+  let filePath: string;
+
+  beforeAll(async () => {
+    const header = JSON.stringify(
+      Object.fromEntries(entries.map(([name, dtype, shape, offsets]) => [name, { dtype, shape, data_offsets: offsets }])),
+    );
+    const text = header + ' '.repeat(501 - header.length);
+    const int32 = new Uint8Array(8);
+    new DataView(int32.buffer).setInt32(0, 7, true);
+    new DataView(int32.buffer).setInt32(4, -1, true);
+    const data = new Uint8Array(41);
+    data.set(f32Bytes([1.5, -2]), 0);
+    data.set(u16Bytes([0x3f80, 0xc040, 0x7f80, 0x0001]), 8);
+    data.set(u16Bytes([0x4049, 0xc2f7, 0x7fc0]), 16);
+    data.set(u16Bytes([0x3c00, 0xc000]), 22);
+    data.set(int32, 26);
+    data.set([0, 2, 1], 34);
+    data.set(f32Bytes([0.25]), 37);
+    expect(text.length).toBe(501);
+    filePath = path.join(tmpDir, 'batched.safetensors');
+    await fs.writeFile(filePath, buildFile(text, data));
+  });
+
+  it('decodes every dtype as readTensor does, at an odd data offset', async () => {
+    const file = await openSafetensors(filePath);
+    const names = entries.map(([name]) => name);
+    const tensors = await file.readTensors(names);
+
+    expect(Object.keys(tensors)).toEqual(names);
+    for (const [name, , shape] of entries) {
+      const batched = tensors[name] as tf.Tensor;
+      const single = await file.readTensor(name);
+      expect(batched.shape).toEqual(shape);
+      expect(batched.dtype).toBe(single.dtype);
+      expect(Array.from(batched.dataSync())).toEqual(expected[name]);
+      expect(Array.from(batched.dataSync())).toEqual(Array.from(single.dataSync()));
+      single.dispose();
+    }
+    await file.close();
+    tf.dispose(Object.values(tensors));
+  });
+
+  it('puts the float tensors of one read in one shared block', async () => {
+    const { tensors } = await readSafetensors(filePath);
+    const block = (tensors.f32?.dataSync() as Float32Array).buffer;
+
+    for (const name of ['bf16', 'odd', 'half', 'one']) {
+      expect((tensors[name]?.dataSync() as Float32Array).buffer).toBe(block);
+    }
+    // 2 + 4 + 3 + 2 + 0 + 1 float32 values.
+    expect(block.byteLength).toBe(12 * 4);
+    expect((tensors.ids?.dataSync() as Int32Array).buffer).not.toBe(block);
+    tf.dispose(Object.values(tensors));
+  });
+
+  it('reads a repeated name once', async () => {
+    const file = await openSafetensors(filePath);
+    const tensors = await file.readTensors(['odd', 'f32', 'odd']);
+    await file.close();
+
+    expect(Object.keys(tensors)).toEqual(['odd', 'f32']);
+    tf.dispose(Object.values(tensors));
+  });
+
+  it('casts batched reads on request', async () => {
+    const file = await openSafetensors(filePath);
+    const tensors = await file.readTensors(['bf16', 'f32'], { dtype: 'int32' });
+    await file.close();
+
+    expect(tensors.f32?.dtype).toBe('int32');
+    // tf.cast truncates toward zero; the infinity and the subnormal of "bf16" are left out.
+    expect(Array.from(tensors.f32?.dataSync() ?? [])).toEqual([1, -2]);
+    expect(Array.from(tensors.bf16?.dataSync() ?? []).slice(0, 2)).toEqual([1, -3]);
+    tf.dispose(Object.values(tensors));
+  });
+
+  it('checks every name before reading any data', async () => {
+    const file = await openSafetensors(filePath);
+    const error = await thrownAsync(() => file.readTensors(['f32', 'absent']));
+    await file.close();
+
+    expect(error.code).toBe('SAFETENSORS_TENSOR_NOT_FOUND');
+    expect(error.message).toContain('"absent"');
+  });
+
+  it('widens every bf16 pattern from disk, with a leftover pair', async () => {
+    // 65,538 values: all 65,536 patterns, then 0x3F80 and 0xC040. The widening loop takes four
+    // 32-bit words (eight values) per step, so the last pair goes through its tail loop.
+    const count = 65_538;
+    const patterns = Array.from({ length: count }, (_, index) => (index < 65_536 ? index : [0x3f80, 0xc040][index - 65_536] as number));
+    const allPath = path.join(tmpDir, 'all-bf16.safetensors');
+    await fs.writeFile(allPath, buildFile(`{"all":{"dtype":"BF16","shape":[${count}],"data_offsets":[0,${2 * count}]}}`, u16Bytes(patterns)));
+
+    const { tensors } = await readSafetensors(allPath);
+    const values = tensors.all?.dataSync() as Float32Array;
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+
+    // The float32 bit pattern of each value is its bf16 pattern shifted up by 16 bits.
+    const mismatches = patterns.filter((pattern, index) => bits[index] !== ((pattern << 16) >>> 0));
+    expect(mismatches).toEqual([]);
+    expect([values[count - 2], values[count - 1]]).toEqual([1, -3]);
+    tf.dispose(Object.values(tensors));
+  });
+
+  it('fails cleanly when the file is cut short during a read', async () => {
+    // The read of "ids" fails, and so does the read of "mask" started ahead of it. When the second
+    // failure lands first it must not surface as an unhandled rejection (vitest reports those).
+    // The afterEach hook checks that no tensor is left behind.
+    const copy = path.join(tmpDir, 'batched-cut.safetensors');
+    await fs.copyFile(filePath, copy);
+    const file = await openSafetensors(copy);
+    // The header is intact, but the data now ends inside "ids".
+    await fs.truncate(copy, 8 + 501 + 30);
+
+    const error = await thrownAsync(() => file.readTensors(entries.map(([name]) => name)));
+    await file.close();
+
+    expect(error.code).toBe('SAFETENSORS_READ_FAILED');
+    expect(error.message).toContain('truncated');
+  });
+
+  it('splits shared blocks at the size limit', () => {
+    const entry = (name: string, dtype: SafetensorsEntry['dtype'], bytes: number): SafetensorsEntry => ({
+      name,
+      dtype,
+      shape: [],
+      dataOffsets: [0, bytes],
+    });
+    // float32 sizes: a 16, b 8, c (I32) none, d 40 (over the 32-byte limit), e 8.
+    const regions = sharedRegions(
+      [entry('a', 'BF16', 8), entry('b', 'F32', 8), entry('c', 'I32', 8), entry('d', 'F16', 20), entry('e', 'BF16', 4)],
+      32,
+    );
+    const [a, b, c, d, e] = regions;
+
+    expect(regions.map((region) => region?.length)).toEqual([16, 8, undefined, 40, 8]);
+    expect(c).toBeUndefined();
+    expect(b?.buffer).toBe(a?.buffer);
+    expect([a?.byteOffset, b?.byteOffset]).toEqual([0, 16]);
+    expect(a?.buffer.byteLength).toBe(24);
+    expect(d?.buffer).not.toBe(a?.buffer);
+    expect(d?.buffer.byteLength).toBe(40);
+    expect(e?.buffer).not.toBe(d?.buffer);
+    expect([e?.byteOffset, e?.buffer.byteLength]).toEqual([0, 8]);
   });
 });
 

@@ -13,9 +13,10 @@ import { ArgumentError, FileFormatError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
 import { DTYPE_BITS, isSafetensorsDtype, type SafetensorsDtype } from './dtypes.js';
 import {
-  allocateHalfWidening,
   decodeTensorBytes,
   encodeTensorValues,
+  float32InPlace,
+  sharedRegions,
   widenHalfInPlace,
   type DecodedDtype,
   type DecodedValues,
@@ -62,6 +63,16 @@ export interface SafetensorsFile extends SafetensorsContents {
   readonly path: string;
   /** Reads one tensor's byte range and decodes it to a tfjs tensor (dtype rules in `./safetensors-codec.ts`). */
   readTensor(name: string, options?: ReadTensorOptions): Promise<tf.Tensor>;
+  /**
+   * Reads several tensors, keyed by name (a repeated name is read once). Every name is checked
+   * before any data is read.
+   * Float tensors (F32, F16, BF16) are decoded into shared memory blocks of up to 1 GiB, which
+   * spares the garbage collector one allocation per tensor.
+   *
+   * NOTE: on the `cpu` backend a block stays allocated until every tensor decoded into it is
+   * disposed. Other backends copy the values and release the block at once.
+   */
+  readTensors(names: readonly string[], options?: ReadTensorOptions): Promise<Record<string, tf.Tensor>>;
   /** Reads one tensor's bytes as stored. */
   readRaw(name: string): Promise<RawTensor>;
   /** Closes the file handle; later reads fail. */
@@ -95,9 +106,8 @@ export interface WriteSafetensorsOptions {
 }
 
 /**
- * Tensors that {@link readSafetensors} reads ahead of the one being decoded. One lets file reads
- * overlap with widening; 2 and 3 were not faster in `bench/safetensors.bench.ts` on a 2-core
- * machine, and each costs the memory of one more tensor.
+ * Tensors that `readTensors` reads ahead of the one being decoded. One lets file reads overlap
+ * with widening; 2 and 3 were not faster in `bench/safetensors.bench.ts` on a 2-core machine.
  */
 const READ_AHEAD = 1;
 
@@ -129,39 +139,10 @@ export async function readSafetensors(
   options: ReadSafetensorsOptions = {},
 ): Promise<{ tensors: Record<string, tf.Tensor>; metadata: Record<string, string> }> {
   const file = await openSafetensors(filePath);
-  // No prototype, so a tensor named "__proto__" is stored as an ordinary key.
-  const tensors: Record<string, tf.Tensor> = Object.create(null) as Record<string, tf.Tensor>;
   try {
     const names = [...new Set(options.names ?? file.entries.map((entry) => entry.name))];
-    for (const name of names) {
-      file.entry(name);
-    }
-    // Keep the next reads in flight while the current tensor is widened, so file reads (in the
-    // libuv thread pool) overlap with decoding on the main thread.
-    const pending: Array<Promise<tf.Tensor>> = [];
-    let started = 0;
-    const startReads = (): void => {
-      while (started < names.length && pending.length < READ_AHEAD) {
-        pending.push(file.readTensor(names[started] as string));
-        started += 1;
-      }
-    };
-    try {
-      startReads();
-      for (const name of names) {
-        const current = pending.shift() as Promise<tf.Tensor>;
-        startReads();
-        tensors[name] = await current;
-      }
-    } catch (error) {
-      // Let the reads in flight finish before the file closes, and release their tensors.
-      await Promise.all(pending.map((read) => read.then((tensor) => tensor.dispose(), () => undefined)));
-      throw error;
-    }
+    const tensors = await file.readTensors(names);
     return { tensors, metadata: { ...file.metadata } };
-  } catch (error) {
-    tf.dispose(Object.values(tensors));
-    throw error;
   } finally {
     await file.close();
   }
@@ -247,22 +228,67 @@ class OpenSafetensorsFile implements SafetensorsFile {
   }
 
   async readTensor(name: string, options: ReadTensorOptions = {}): Promise<tf.Tensor> {
-    const entry = this.entry(name);
+    return this.decodeEntry(this.entry(name), undefined, options.dtype);
+  }
+
+  async readTensors(names: readonly string[], options: ReadTensorOptions = {}): Promise<Record<string, tf.Tensor>> {
+    const entries = [...new Set(names)].map((name) => this.entry(name));
+    const regions = sharedRegions(entries);
+    // No prototype, so a tensor named "__proto__" is stored as an ordinary key.
+    const tensors: Record<string, tf.Tensor> = Object.create(null) as Record<string, tf.Tensor>;
+
+    // Keep the next reads in flight while the current tensor is widened, so file reads (in the
+    // libuv thread pool) overlap with decoding on the main thread.
+    const pending: Array<Promise<tf.Tensor>> = [];
+    let started = 0;
+    const startReads = (): void => {
+      while (started < entries.length && pending.length < READ_AHEAD) {
+        const read = this.decodeEntry(entries[started] as SafetensorsEntry, regions[started], options.dtype);
+        // A read ahead can fail before the loop awaits it. Handling it now keeps Node from
+        // reporting an unhandled rejection; the loop still gets the error when it awaits.
+        read.catch(() => undefined);
+        pending.push(read);
+        started += 1;
+      }
+    };
+    try {
+      startReads();
+      for (const entry of entries) {
+        const current = pending.shift() as Promise<tf.Tensor>;
+        startReads();
+        tensors[entry.name] = await current;
+      }
+      return tensors;
+    } catch (error) {
+      // Let the reads in flight finish before the caller closes the file, and release every tensor.
+      await Promise.all(pending.map((read) => read.then((tensor) => tensor.dispose(), () => undefined)));
+      tf.dispose(Object.values(tensors));
+      throw error;
+    }
+  }
+
+  /**
+   * Reads and decodes one tensor. Float tensors go into `region` when given (4 bytes per element),
+   * otherwise into a buffer of their own. F16 and BF16 are read straight into the upper half of
+   * the float32 output and widened in place, so they cost no copy.
+   */
+  private async decodeEntry(entry: SafetensorsEntry, region: Uint8Array | undefined, cast: DecodedDtype | undefined): Promise<tf.Tensor> {
     const [start, end] = entry.dataOffsets;
     const position = this.header.dataStart + start;
+    const shape = [...entry.shape];
 
     if (entry.dtype === 'BF16' || entry.dtype === 'F16') {
-      // Read straight into the upper half of the float32 output and widen in place, so a
-      // half-precision tensor costs one buffer of its float32 size and no copy.
-      const elementCount = (end - start) / 2;
-      const { output, staging } = allocateHalfWidening(elementCount);
-      await readRangeInto(this.handle, position, staging, this.path);
-      const values = widenHalfInPlace(entry.dtype, output, elementCount);
-      return toTensor({ dtype: 'float32', values }, [...entry.shape], options.dtype);
+      const output = region ?? new Uint8Array(2 * (end - start));
+      await readRangeInto(this.handle, position, output.subarray(end - start), this.path);
+      return toTensor({ dtype: 'float32', values: widenHalfInPlace(entry.dtype, output) }, shape, cast);
+    }
+    if (entry.dtype === 'F32' && region !== undefined) {
+      await readRangeInto(this.handle, position, region, this.path);
+      return toTensor({ dtype: 'float32', values: float32InPlace(region) }, shape, cast);
     }
 
     const data = await readRange(this.handle, position, end - start, this.path);
-    return toTensor(decodeTensorBytes(entry.dtype, data, name, this.path), [...entry.shape], options.dtype);
+    return toTensor(decodeTensorBytes(entry.dtype, data, entry.name, this.path), shape, cast);
   }
 
   async close(): Promise<void> {

@@ -116,11 +116,16 @@ export async function loadCheckpointWeights(folder: string, config: ModelConfig)
     const expected = expectedWeightShapes(config);
     checkWeights(folder, config, expected, located);
 
+    // One batched read per file, so each file's weights share a few large memory blocks.
+    const namesByFile = new Map<SafetensorsFile, string[]>();
     for (const name of Object.keys(expected)) {
-      const location = located.found.get(name) as WeightLocation;
-      weights[name] = await location.file.readTensor(name, { dtype: 'float32' });
+      const { file } = located.found.get(name) as WeightLocation;
+      namesByFile.set(file, [...(namesByFile.get(file) ?? []), name]);
     }
-    return weights;
+    for (const [file, names] of namesByFile) {
+      Object.assign(weights, await file.readTensors(names, { dtype: 'float32' }));
+    }
+    return Object.fromEntries(Object.keys(expected).map((name) => [name, weights[name] as tf.Tensor]));
   } catch (error) {
     tf.dispose(Object.values(weights));
     throw error;
