@@ -70,7 +70,7 @@ export interface SafetensorsFile extends SafetensorsContents {
    * spares the garbage collector one allocation per tensor.
    *
    * NOTE: on the `cpu` backend a block stays allocated until every tensor decoded into it is
-   * disposed. Other backends copy the values and release the block at once.
+   * disposed. The `wasm` backend copies the values, so there the block is freed after the read.
    */
   readTensors(names: readonly string[], options?: ReadTensorOptions): Promise<Record<string, tf.Tensor>>;
   /** Reads one tensor's bytes as stored. */
