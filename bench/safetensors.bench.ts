@@ -10,7 +10,7 @@
  * Node process per round, as when a program starts and loads a model. The second part times every
  * reader once per round, in turn, in this process, so that load from other processes affects all
  * of them alike. Memory that one reader freed can then be handed to the next without page faults,
- * so the reader that reuses it gains; a fresh process has no such memory. The report gives each
+ * which speeds up the reader that reuses it. A fresh process has no such memory. The report gives each
  * reader's median throughput and the median of the per-round ratios. The file is deleted at the
  * end.
  */

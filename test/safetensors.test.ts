@@ -670,14 +670,14 @@ describe('safetensors writer', () => {
 
 describe('safetensors batched reads', () => {
   // The header is padded to 501 bytes, so data starts at byte 509, an odd offset. Data buffer:
-  //   f32   F32  [2]     bytes  0..8    1.5, -2
-  //   bf16  BF16 [2, 2]  bytes  8..16   0x3F80 0xC040 0x7F80 0x0001 = 1, -3, +Inf, 2^-133 (9.18e-41)
-  //   odd   BF16 [3]     bytes 16..22   0x4049 0xC2F7 0x7FC0 = 3.140625, -123.5, NaN
-  //   half  F16  [2]     bytes 22..26   0x3C00 0xC000 = 1, -2
-  //   ids   I32  [2]     bytes 26..34   7, -1
-  //   mask  BOOL [3]     bytes 34..37   0, 2, 1 -> false, true, true
-  //   none  BF16 [0, 4]  bytes 37..37
-  //   one   F32  []      bytes 37..41   0.25
+  //   f32    F32  [2]     bytes 0..8    1.5, -2
+  //   bf16   BF16 [2, 2]  bytes 8..16   0x3F80 0xC040 0x7F80 0x0001 = 1, -3, +Inf, 2^-133 (9.18e-41)
+  //   odd    BF16 [3]     bytes 16..22  0x4049 0xC2F7 0x7FC0 = 3.140625, -123.5, NaN
+  //   half   F16  [2]     bytes 22..26  0x3C00 0xC000 = 1, -2
+  //   ids    I32  [2]     bytes 26..34  7, -1
+  //   mask   BOOL [3]     bytes 34..37  0, 2, 1 -> false, true, true
+  //   none   BF16 [0, 4]  bytes 37..37
+  //   scalar F32  []      bytes 37..41  0.25
   const entries: Array<[string, string, number[], number[]]> = [
     ['f32', 'F32', [2], [0, 8]],
     ['bf16', 'BF16', [2, 2], [8, 16]],
@@ -686,7 +686,7 @@ describe('safetensors batched reads', () => {
     ['ids', 'I32', [2], [26, 34]],
     ['mask', 'BOOL', [3], [34, 37]],
     ['none', 'BF16', [0, 4], [37, 37]],
-    ['one', 'F32', [], [37, 41]],
+    ['scalar', 'F32', [], [37, 41]],
   ];
   const expected: Record<string, number[]> = {
     f32: [1.5, -2],
@@ -696,7 +696,7 @@ describe('safetensors batched reads', () => {
     ids: [7, -1],
     mask: [0, 1, 1],
     none: [],
-    one: [0.25],
+    scalar: [0.25],
   };
   let filePath: string;
 
@@ -744,7 +744,7 @@ describe('safetensors batched reads', () => {
     const { tensors } = await readSafetensors(filePath);
     const block = (tensors.f32?.dataSync() as Float32Array).buffer;
 
-    for (const name of ['bf16', 'odd', 'half', 'one']) {
+    for (const name of ['bf16', 'odd', 'half', 'scalar']) {
       expect((tensors[name]?.dataSync() as Float32Array).buffer).toBe(block);
     }
     // 2 + 4 + 3 + 2 + 0 + 1 float32 values.

@@ -148,10 +148,10 @@ export function float32InPlace(region: Uint8Array): Float32Array {
 
 /**
  * Widens F16 or BF16 values to float32 within one region. The caller places the stored 2-byte
- * values in the upper half of `region`, which has 4 bytes per element and starts at a multiple
- * of 4 bytes of its buffer; the float32 values then fill the whole region, with no second buffer.
- * Going forwards is safe: writing element i touches 2-byte slots 2i and 2i + 1, which are below
- * slot `elementCount + i + 1`, the next one still to read.
+ * values in the upper half of `region`. The region has 4 bytes per element and starts at a
+ * multiple of 4 bytes of its buffer. The float32 values then fill the whole region, so no second
+ * buffer is needed. Going forwards is safe: writing element i touches 2-byte slots 2i and 2i + 1,
+ * which are below slot `elementCount + i + 1`, the next one still to read.
  */
 export function widenHalfInPlace(dtype: 'F16' | 'BF16', region: Uint8Array): Float32Array {
   const elementCount = region.length / 4;
@@ -182,9 +182,10 @@ export function widenHalfInPlace(dtype: 'F16' | 'BF16', region: Uint8Array): Flo
 }
 
 /**
- * A bfloat16 value is the upper 16 bits of the float32 with the same value. Each 32-bit word of
- * the upper half contains two of them, the first in its low half (little-endian); reading words
- * halves the loads, and four words per iteration cut the loop overhead.
+ * Widens the `2 * pairs` bfloat16 values in the upper half of `words` over all of it. A bfloat16
+ * value is the upper 16 bits of the float32 with the same value. Each 32-bit word of the upper
+ * half contains two of them, the first in its low half (little-endian). Reading words halves the
+ * loads, and four words per iteration cut the loop overhead.
  */
 function widenBf16Pairs(words: Uint32Array, pairs: number): void {
   let pair = 0;
