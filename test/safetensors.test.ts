@@ -721,7 +721,7 @@ describe('safetensors batched reads', () => {
     await fs.writeFile(filePath, buildFile(text, data));
   });
 
-  it('decodes every dtype as readTensor does, at an odd data offset', async () => {
+  it('matches readTensor at odd offset', async () => {
     const file = await openSafetensors(filePath);
     const names = entries.map(([name]) => name);
     const tensors = await file.readTensors(names);
@@ -740,7 +740,7 @@ describe('safetensors batched reads', () => {
     tf.dispose(Object.values(tensors));
   });
 
-  it('puts the float tensors of one read in one shared block', async () => {
+  it('shares one block per read', async () => {
     const { tensors } = await readSafetensors(filePath);
     const block = (tensors.f32?.dataSync() as Float32Array).buffer;
 
@@ -768,13 +768,13 @@ describe('safetensors batched reads', () => {
     await file.close();
 
     expect(tensors.f32?.dtype).toBe('int32');
-    // tf.cast truncates toward zero; the infinity and the subnormal of "bf16" are left out.
+    // tf.cast truncates toward zero. The infinity and the subnormal of "bf16" are not compared.
     expect(Array.from(tensors.f32?.dataSync() ?? [])).toEqual([1, -2]);
     expect(Array.from(tensors.bf16?.dataSync() ?? []).slice(0, 2)).toEqual([1, -3]);
     tf.dispose(Object.values(tensors));
   });
 
-  it('checks every name before reading any data', async () => {
+  it('checks names before reading data', async () => {
     const file = await openSafetensors(filePath);
     const error = await thrownAsync(() => file.readTensors(['f32', 'absent']));
     await file.close();
@@ -783,7 +783,7 @@ describe('safetensors batched reads', () => {
     expect(error.message).toContain('"absent"');
   });
 
-  it('widens every bf16 pattern from disk, with a leftover pair', async () => {
+  it('widens all bf16 patterns exactly', async () => {
     // 65,538 values: all 65,536 patterns, then 0x3F80 and 0xC040. The widening loop takes four
     // 32-bit words (eight values) per step, so the last pair goes through its tail loop.
     const count = 65_538;
@@ -802,7 +802,7 @@ describe('safetensors batched reads', () => {
     tf.dispose(Object.values(tensors));
   });
 
-  it('fails cleanly when the file is cut short during a read', async () => {
+  it('fails cleanly on truncated file', async () => {
     // The read of "ids" fails, and so does the read of "mask" started ahead of it. When the second
     // failure lands first it must not surface as an unhandled rejection (vitest reports those).
     // The afterEach hook checks that no tensor is left behind.

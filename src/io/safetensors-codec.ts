@@ -28,17 +28,15 @@ export type DecodedValues =
 export type FloatWriteDtype = 'F32' | 'F16' | 'BF16';
 
 /**
- * Largest memory block that `SafetensorsFile.readTensors` shares between float tensors. V8 counts
- * each ArrayBuffer as external memory and starts garbage collections as that memory grows. In a
- * process with tfjs loaded, reading 50 BF16 tensors of 8 MiB (as float32) into a buffer each
- * took 1.7 times as long as reading them into one block.
+ * Largest memory block that `SafetensorsFile.readTensors` shares between float tensors. V8
+ * collects garbage as external memory grows, so 50 BF16 tensors read into a buffer each (8 MiB
+ * as float32) took 1.7 times as long as into one block, measured with tfjs loaded.
  */
 const SHARED_BLOCK_BYTES = 2 ** 30;
 
 /**
- * Places the float32 output of every F32, F16 and BF16 entry in shared blocks of at most
- * `limitBytes`, in order. An entry bigger than that gets a block of its own. Other dtypes get no
- * region. Every region starts at a multiple of 4 bytes.
+ * Assigns each F32, F16 and BF16 entry a 4-byte-aligned float32 region in shared blocks of at most
+ * `limitBytes`. A bigger entry gets a block of its own, and other dtypes get no region.
  */
 export function sharedRegions(
   entries: readonly SafetensorsEntry[],
@@ -147,11 +145,9 @@ export function float32InPlace(region: Uint8Array): Float32Array {
 }
 
 /**
- * Widens F16 or BF16 values to float32 within one region. The caller places the stored 2-byte
- * values in the upper half of `region`. The region has 4 bytes per element and starts at a
- * multiple of 4 bytes of its buffer. The float32 values then fill the whole region, so no second
- * buffer is needed. Going forwards is safe: writing element i touches 2-byte slots 2i and 2i + 1,
- * which are below slot `elementCount + i + 1`, the next one still to read.
+ * Widens the F16 or BF16 values stored in the upper half of `region` (4 bytes per element, 4-byte
+ * aligned) to float32 over the whole region. Going forwards is safe: element i writes 2-byte slots
+ * 2i and 2i + 1, which are below slot `elementCount + i + 1`, the next one still to read.
  */
 export function widenHalfInPlace(dtype: 'F16' | 'BF16', region: Uint8Array): Float32Array {
   const elementCount = region.length / 4;
@@ -182,10 +178,8 @@ export function widenHalfInPlace(dtype: 'F16' | 'BF16', region: Uint8Array): Flo
 }
 
 /**
- * Widens the `2 * pairs` bfloat16 values in the upper half of `words` over all of it. A bfloat16
- * value is the upper 16 bits of the float32 with the same value. Each 32-bit word of the upper
- * half contains two of them, the first in its low half (little-endian). Reading words halves the
- * loads, and four words per iteration cut the loop overhead.
+ * Widens the `2 * pairs` bfloat16 values in the upper half of `words`: each becomes the upper 16
+ * bits of a float32. A word contains two values, the first in its low half (little-endian).
  */
 function widenBf16Pairs(words: Uint32Array, pairs: number): void {
   let pair = 0;

@@ -64,13 +64,11 @@ export interface SafetensorsFile extends SafetensorsContents {
   /** Reads one tensor's byte range and decodes it to a tfjs tensor (dtype rules in `./safetensors-codec.ts`). */
   readTensor(name: string, options?: ReadTensorOptions): Promise<tf.Tensor>;
   /**
-   * Reads several tensors, keyed by name (a repeated name is read once). Every name is checked
-   * before any data is read.
-   * Float tensors (F32, F16, BF16) are decoded into shared memory blocks of up to 1 GiB, which
-   * spares the garbage collector one allocation per tensor.
+   * Reads several tensors, keyed by name, after checking every name. A repeated name is read once.
+   * Float tensors (F32, F16, BF16) share memory blocks of up to 1 GiB, so V8 collects less garbage.
    *
    * NOTE: on the `cpu` backend a block stays allocated until every tensor decoded into it is
-   * disposed. The `wasm` backend copies the values, so there the block is freed after the read.
+   * disposed. The `wasm` backend copies the values, so there the block is garbage after the read.
    */
   readTensors(names: readonly string[], options?: ReadTensorOptions): Promise<Record<string, tf.Tensor>>;
   /** Reads one tensor's bytes as stored. */
@@ -106,8 +104,8 @@ export interface WriteSafetensorsOptions {
 }
 
 /**
- * Tensors that `readTensors` reads ahead of the one being decoded. One lets file reads overlap
- * with widening; 2 and 3 were not faster in `bench/safetensors.bench.ts` on a 2-core machine.
+ * Tensors that `readTensors` reads ahead of the one being decoded, so file reads overlap with
+ * widening. Values of 2 and 3 were not faster in `bench/safetensors.bench.ts` on 2 cores.
  */
 const READ_AHEAD = 1;
 
@@ -244,8 +242,8 @@ class OpenSafetensorsFile implements SafetensorsFile {
     const startReads = (): void => {
       while (started < entries.length && pending.length < READ_AHEAD) {
         const read = this.decodeEntry(entries[started] as SafetensorsEntry, regions[started], options.dtype);
-        // A read ahead can fail before the loop awaits it. Handling it now keeps Node from
-        // reporting an unhandled rejection; the loop still gets the error when it awaits.
+        // A read ahead can fail before the loop awaits it, so mark it handled now. The loop
+        // still gets the error when it awaits, and Node reports no unhandled rejection.
         read.catch(() => undefined);
         pending.push(read);
         started += 1;
@@ -268,9 +266,8 @@ class OpenSafetensorsFile implements SafetensorsFile {
   }
 
   /**
-   * Reads and decodes one tensor. Float tensors go into `region` when given (4 bytes per element),
-   * otherwise into a buffer of their own. F16 and BF16 are read straight into the upper half of
-   * the float32 output and widened in place, so they cost no copy.
+   * Reads and decodes one tensor, into `region` when given (float dtypes only) or a new buffer.
+   * F16 and BF16 bytes go into the upper half of the float32 output and are widened in place.
    */
   private async decodeEntry(entry: SafetensorsEntry, region: Uint8Array | undefined, cast: DecodedDtype | undefined): Promise<tf.Tensor> {
     const [start, end] = entry.dataOffsets;
